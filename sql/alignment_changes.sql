@@ -1,0 +1,19 @@
+-- Table alignment_changes: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS alignment_changes AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM alignment_changes WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO alignment_changes BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM alignment_changes WHERE refresh_quarter = ? ORDER BY change_type, npi;
+
+-- name: count_partition
+SELECT count(*) FROM alignment_changes WHERE refresh_quarter = ?;

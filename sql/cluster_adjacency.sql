@@ -1,0 +1,19 @@
+-- Table cluster_adjacency: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS cluster_adjacency AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM cluster_adjacency WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO cluster_adjacency BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM cluster_adjacency WHERE refresh_quarter = ? ORDER BY cluster_id, neighbor_cluster_id;
+
+-- name: count_partition
+SELECT count(*) FROM cluster_adjacency WHERE refresh_quarter = ?;

@@ -1,0 +1,19 @@
+-- Table geocoded_providers: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS geocoded_providers AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM geocoded_providers WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO geocoded_providers BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM geocoded_providers WHERE refresh_quarter = ? ORDER BY npi;
+
+-- name: count_partition
+SELECT count(*) FROM geocoded_providers WHERE refresh_quarter = ?;

@@ -1,0 +1,19 @@
+-- Table metro_reference: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS metro_reference AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM metro_reference WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO metro_reference BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM metro_reference WHERE refresh_quarter = ? ORDER BY zip5;
+
+-- name: count_partition
+SELECT count(*) FROM metro_reference WHERE refresh_quarter = ?;

@@ -1,0 +1,19 @@
+-- Table npi_registry_responses: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS npi_registry_responses AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM npi_registry_responses WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO npi_registry_responses BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM npi_registry_responses WHERE refresh_quarter = ? ORDER BY query_key, skip;
+
+-- name: count_partition
+SELECT count(*) FROM npi_registry_responses WHERE refresh_quarter = ?;

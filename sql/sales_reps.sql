@@ -1,0 +1,19 @@
+-- Table sales_reps: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS sales_reps AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM sales_reps WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO sales_reps BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM sales_reps WHERE refresh_quarter = ? ORDER BY rep_id;
+
+-- name: count_partition
+SELECT count(*) FROM sales_reps WHERE refresh_quarter = ?;

@@ -1,0 +1,19 @@
+-- Table territory_change_summary: one partition per refresh quarter; columns follow the frame the
+-- pipeline writes (see README, "Tables"), after a leading refresh_quarter DATE.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS territory_change_summary AS
+SELECT CAST(NULL AS DATE) AS refresh_quarter, * FROM incoming LIMIT 0;
+
+-- name: delete_partition
+DELETE FROM territory_change_summary WHERE refresh_quarter = ?;
+
+-- name: insert_partition
+INSERT INTO territory_change_summary BY NAME
+SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
+
+-- name: select_partition
+SELECT * EXCLUDE (refresh_quarter) FROM territory_change_summary WHERE refresh_quarter = ? ORDER BY territory_id;
+
+-- name: count_partition
+SELECT count(*) FROM territory_change_summary WHERE refresh_quarter = ?;
