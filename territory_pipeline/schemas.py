@@ -47,6 +47,9 @@ PROVIDERS: dict[str, pl.DataType] = {
     "parent_organization_lbn": pl.Utf8,
     "practice_setting": pl.Utf8,  # 'hospital' | 'asc' | 'office'
     "practice_setting_source": pl.Utf8,  # how the setting was derived
+    "org_pac_id": pl.Utf8,  # CMS group (PECOS) id, when the Doctors and Clinicians file is given
+    "num_org_mem": pl.Int64,  # clinicians in that group
+    "group_name": pl.Utf8,
     "procedure_services": pl.Float64,  # Medicare services for the target HCPCS codes, null when not given
     "procedure_beneficiaries": pl.Float64,
     "source": pl.Utf8,  # 'sample' | 'nppes' | 'api'
