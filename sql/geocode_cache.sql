@@ -8,8 +8,8 @@ SELECT * FROM incoming LIMIT 0;
 -- name: select_all
 SELECT * FROM geocode_cache ORDER BY address_key;
 
--- name: upsert
-INSERT OR REPLACE INTO geocode_cache BY NAME SELECT * FROM incoming;
+-- name: delete_incoming
+DELETE FROM geocode_cache WHERE address_key IN (SELECT address_key FROM incoming);
 
--- name: add_primary_key
-CREATE UNIQUE INDEX IF NOT EXISTS geocode_cache_address_key ON geocode_cache (address_key);
+-- name: insert_incoming
+INSERT INTO geocode_cache BY NAME SELECT * FROM incoming;

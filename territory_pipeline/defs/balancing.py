@@ -1,0 +1,317 @@
+"""Stage 5, balancing: territories, assignments, plan metrics and their guardrails."""
+
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+
+from territory_pipeline.balancing import BalanceSettings, balance
+from territory_pipeline.defs.metadata import markdown_table, numeric_metadata, table_metadata
+from territory_pipeline.defs.partitions import quarterly_partitions
+from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
+from territory_pipeline.operations.alignment import (
+    alignment_id,
+    assignment_reasons,
+    choose_mode,
+    engine_inputs,
+    read_locks,
+)
+from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
+from territory_pipeline.visuals import imbalance_history_png, markdown_image, opportunity_chart_png, render_static_map_png
+
+KINDS = {"duckdb", "polars"}
+ACTION_THRESHOLD = 0.20
+
+
+class BalancingConfig(dg.Config):
+    """How the quarter's alignment is drawn."""
+
+    mode: str = "auto"  # auto | micro | full: auto = full in the annual month or with no previous alignment
+    annual_realignment_month: int = 1  # the quarter whose alignment is a full realignment
+    tolerance: float = 0.05  # ±5% of target weighted opportunity per territory
+    secondary_tolerance: float = 0.15  # provider count and workload
+    seed: int = 0
+    trigger: str = "quarterly_refresh"  # quarterly_refresh | rep_event | market_event | manual
+    event_id: str = ""
+
+
+CHECKS = [
+    dg.AssetCheckSpec(
+        "imbalance_within_tolerance",
+        asset="territories",
+        blocking=True,
+        description=(
+            "Largest |opportunity − target| / target over territories. Passes at or below the configured "
+            "tolerance (default 5%); WARN above it; blocking ERROR at 20% or more, which stops the exports."
+        ),
+    ),
+    dg.AssetCheckSpec(
+        "every_provider_assigned_once",
+        asset="territory_assignments",
+        blocking=True,
+        description="Every scored target provider appears exactly once in territory_assignments (ERROR otherwise).",
+    ),
+    dg.AssetCheckSpec(
+        "every_rep_has_territory",
+        asset="territories",
+        blocking=True,
+        description="Every rep on the roster has a territory with at least one provider (ERROR otherwise).",
+    ),
+    dg.AssetCheckSpec(
+        "territories_contiguous",
+        asset="territories",
+        blocking=True,
+        description="Every territory is one connected region on the cluster adjacency graph (ERROR otherwise).",
+    ),
+    dg.AssetCheckSpec(
+        "metros_split_only_beyond_capacity",
+        asset="territories",
+        description=(
+            "A metro is split only when its weight exceeds one territory's capacity ((1 + tolerance) × target). "
+            "WARN when a metro under capacity is split."
+        ),
+    ),
+]
+
+
+def _previous_alignment(conn, current_id: str, quarter: dt.date) -> tuple[str | None, pl.DataFrame | None]:
+    if not table_exists(conn, "alignment_history"):
+        return None, None
+    rows = query(conn, "alignment_history", "latest_before", [current_id, quarter])
+    if rows.height == 0:
+        return None, None
+    previous_id = rows["alignment_id"][0]
+    return previous_id, query(conn, "alignment_assignment_history", "select_alignment", [previous_id])
+
+
+@dg.multi_asset(
+    partitions_def=quarterly_partitions,
+    group_name="balancing",
+    specs=[
+        dg.AssetSpec(
+            "territories",
+            deps=["scored_clusters", "provider_scores", "cluster_adjacency", "sales_reps"],
+            kinds=KINDS,
+            description=(
+                "One territory per rep: weighted opportunity against its target, provider count, workload, travel "
+                "burden, contiguity, metro splits, and the lower bounds the plan is measured against. The "
+                "materialization shows the map and the opportunity chart."
+            ),
+        ),
+        dg.AssetSpec(
+            "territory_assignments",
+            deps=["scored_clusters", "provider_scores", "cluster_adjacency", "sales_reps"],
+            kinds=KINDS,
+            description="One row per target provider: territory, rep, cluster, balancing unit, score and why it landed there.",
+        ),
+        dg.AssetSpec(
+            "plan_metrics",
+            deps=["scored_clusters", "provider_scores", "cluster_adjacency", "sales_reps"],
+            kinds=KINDS,
+            description=(
+                "The plan's measures as rows (imbalance, max/min ratio, CV, granularity bound, best non-geographic "
+                "balance, gap, compactness, metro splits, disruption) for the quarter's alignment."
+            ),
+        ),
+    ],
+    check_specs=CHECKS,
+)
+def territory_plan(
+    context: dg.AssetExecutionContext,
+    config: BalancingConfig,
+    database: TerritoryDatabase,
+    settings: PipelineSettings,
+):
+    cfg = settings.to_settings()
+    quarter = quarter_date(context.partition_key)
+    this_id = alignment_id(quarter, config.trigger, config.event_id)
+    with database.connection() as conn:
+        scored = read_partition(conn, "scored_clusters", quarter)
+        clusters = read_partition(conn, "clusters", quarter)
+        adjacency = read_partition(conn, "cluster_adjacency", quarter)
+        provider_scores = read_partition(conn, "provider_scores", quarter)
+        geocoded = read_partition(conn, "geocoded_providers", quarter)
+        reps = read_partition(conn, "sales_reps", quarter)
+        previous_id, previous = _previous_alignment(conn, this_id, quarter)
+        history = query(conn, "alignment_history", "history") if table_exists(conn, "alignment_history") else None
+    if reps.height == 0:
+        raise RuntimeError(f"sales_reps has no rows for {context.partition_key}: materialize it first")
+    inputs = engine_inputs(scored, clusters, adjacency, provider_scores, geocoded)
+    account_moves = None
+    if "locked_npis" in reps.columns:
+        account_moves = (
+            reps.select("rep_id", pl.col("locked_npis").str.split("|").alias("npi"))
+            .explode("npi")
+            .filter(pl.col("npi").is_not_null() & (pl.col("npi") != ""))
+        )
+    locks = read_locks(cfg.locks_file, account_moves)
+    if locks is not None:
+        locks = locks.filter(pl.col("rep_id").is_in(reps["rep_id"].implode()) & pl.col("npi").is_in(inputs.providers["npi"].implode()))
+    mode = choose_mode(config.mode, quarter, previous is not None, config.annual_realignment_month)
+    previous_for_engine = previous.select("npi", "rep_id") if (mode == "micro" and previous is not None) else None
+    departed = set(previous["rep_id"].unique().to_list()) - set(reps["rep_id"].to_list()) if previous is not None else set()
+
+    plan = balance(
+        inputs.units,
+        reps.select("rep_id", "rep_name", "home_latitude", "home_longitude", "capacity"),
+        adjacency=inputs.adjacency,
+        providers=inputs.providers,
+        locks=locks,
+        previous=previous_for_engine,
+        settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
+    )
+    metrics = dict(plan.metrics)
+    context.log.info(
+        f"alignment {this_id} ({mode}): imbalance {metrics['imbalance']:.2%}, bound {metrics['granularity_bound']:.2%}, "
+        f"{metrics.get('metro_splits', 0)} metro splits, {metrics.get('disconnected_territories', 0)} disconnected"
+    )
+
+    assignments = (
+        plan.provider_assignments.join(provider_scores.select("npi", "cluster_id", "opportunity_score"), on="npi", how="left")
+        .select("npi", "territory_id", "rep_id", "cluster_id", "unit_id", "opportunity_score")
+        .sort("npi")
+    )
+    assignments = assignment_reasons(assignments, previous if mode == "micro" else None, locks, departed, clusters)
+    territories = plan.territories.sort("territory_id")
+    metric_rows = pl.DataFrame(
+        {
+            "metric": list(metrics),
+            "value": [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1.0 if v is True else 0.0 if v is False else None) for v in metrics.values()],
+            "text": [None if isinstance(v, (int, float)) else str(v) for v in metrics.values()],
+        },
+        schema={"metric": pl.Utf8, "value": pl.Float64, "text": pl.Utf8},
+    ).with_columns(pl.lit(this_id).alias("alignment_id"), pl.lit(mode).alias("mode")).sort("metric")
+
+    created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    history_row = pl.DataFrame(
+        {
+            "alignment_id": [this_id],
+            "refresh_quarter": [quarter],
+            "trigger": [config.trigger],
+            "event_id": [config.event_id],
+            "run_id": [context.run.run_id],
+            "mode": [mode],
+            "previous_alignment_id": [previous_id],
+            "created_at": [created],
+            "imbalance": [float(metrics["imbalance"])],
+            "granularity_bound": [float(metrics["granularity_bound"])],
+            "territory_count": [territories.height],
+            "provider_count": [assignments.height],
+            "metrics_json": [json.dumps(metrics, sort_keys=True, default=str)],
+        },
+        schema_overrides={"previous_alignment_id": pl.Utf8},
+    )
+    history_assignments = assignments.select(
+        pl.lit(this_id).alias("alignment_id"), "npi", "territory_id", "rep_id", "unit_id", "opportunity_score"
+    )
+    with database.connection() as conn, partition_transaction(conn, quarter) as tx:
+        tx.replace("territories", territories)
+        tx.replace("territory_assignments", assignments)
+        tx.replace("plan_metrics", metric_rows)
+        tx.write("alignment_history", history_row, [("delete_alignment", [this_id]), ("insert", [])])
+        tx.write("alignment_assignment_history", history_assignments, [("delete_alignment", [this_id]), ("insert", [])])
+
+    history_points = (history.filter(pl.col("alignment_id") != this_id) if history is not None else history_row.clear())
+    history_points = pl.concat([history_points.select("refresh_quarter", "created_at", "imbalance"), history_row.select("refresh_quarter", "created_at", "imbalance")])
+    map_frame = assignments.join(
+        geocoded.select("npi", "provider_name", "taxonomy_display_name", "latitude", "longitude", "h3_cell", "city", "state"),
+        on="npi",
+    ).join(reps.select("rep_id", "rep_name"), on="rep_id", how="left")
+    static_map = render_static_map_png(map_frame, territories, title=f"Territories {context.partition_key} ({mode})")
+    chart = opportunity_chart_png(territories, tolerance=config.tolerance)
+    trend = imbalance_history_png(history_points.sort("refresh_quarter", "created_at"), tolerance=config.tolerance, action_threshold=ACTION_THRESHOLD)
+
+    plan_meta = numeric_metadata({k: v for k, v in metrics.items() if k != "explanation"})
+    yield dg.MaterializeResult(
+        asset_key="territories",
+        metadata={
+            **table_metadata("territories", territories),
+            **plan_meta,
+            "alignment_id": dg.MetadataValue.text(this_id),
+            "mode": dg.MetadataValue.text(mode),
+            "previous_alignment_id": dg.MetadataValue.text(previous_id or "none"),
+            "explanation": dg.MetadataValue.text(str(metrics.get("explanation", ""))),
+            "map": dg.MetadataValue.md(markdown_image(static_map, "territory map")),
+            "opportunity_vs_target": dg.MetadataValue.md(markdown_image(chart, "opportunity per territory")),
+            "imbalance_over_quarters": dg.MetadataValue.md(markdown_image(trend, "imbalance over quarters")),
+            "territories": dg.MetadataValue.md(
+                markdown_table(
+                    territories.select(
+                        [c for c in ("territory_id", "rep_name", "opportunity_score", "target_score", "deviation", "provider_count", "workload_hours", "mean_travel_miles", "max_travel_miles", "is_contiguous") if c in territories.columns]
+                    ),
+                    max_rows=60,
+                )
+            ),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="territory_assignments",
+        metadata={
+            **table_metadata("territory_assignments", assignments),
+            "moved_provider_share": dg.MetadataValue.float(float(metrics.get("moved_provider_share", 0.0))),
+        },
+    )
+    yield dg.MaterializeResult(asset_key="plan_metrics", metadata={**table_metadata("plan_metrics", metric_rows), "alignment_id": dg.MetadataValue.text(this_id)})
+
+    # --- guardrails ---------------------------------------------------------
+    imbalance = float(metrics["imbalance"])
+    if imbalance >= ACTION_THRESHOLD:
+        severity, passed = dg.AssetCheckSeverity.ERROR, False
+    elif imbalance > config.tolerance:
+        severity, passed = dg.AssetCheckSeverity.WARN, False
+    else:
+        severity, passed = dg.AssetCheckSeverity.WARN, True
+    worst = territories.sort(pl.col("deviation").abs(), descending=True).head(3)
+    yield dg.AssetCheckResult(
+        check_name="imbalance_within_tolerance",
+        asset_key="territories",
+        passed=passed,
+        severity=severity,
+        description=(
+            f"imbalance {imbalance:.2%}: tolerance {config.tolerance:.0%}, action threshold {ACTION_THRESHOLD:.0%}; "
+            f"granularity bound {float(metrics['granularity_bound']):.2%}"
+        ),
+        metadata={
+            "imbalance": imbalance,
+            "tolerance": config.tolerance,
+            "action_threshold": ACTION_THRESHOLD,
+            "granularity_bound": float(metrics["granularity_bound"]),
+            "worst_territories": dg.MetadataValue.md(markdown_table(worst.select("territory_id", "opportunity_score", "target_score", "deviation"))),
+        },
+    )
+    scored_npis = provider_scores["npi"]
+    counts = assignments.group_by("npi").len()
+    duplicated = counts.filter(pl.col("len") > 1).height
+    missing = scored_npis.filter(~scored_npis.is_in(assignments["npi"].implode())).len()
+    extra = assignments.filter(~pl.col("npi").is_in(scored_npis.implode())).height
+    yield dg.AssetCheckResult(
+        check_name="every_provider_assigned_once",
+        asset_key="territory_assignments",
+        passed=duplicated == 0 and missing == 0 and extra == 0,
+        metadata={"providers": int(scored_npis.len()), "duplicated": duplicated, "unassigned": int(missing), "unknown": extra},
+    )
+    staffed = territories.filter(pl.col("provider_count") > 0)["rep_id"]
+    idle = sorted(set(reps["rep_id"].to_list()) - set(staffed.to_list()))
+    yield dg.AssetCheckResult(
+        check_name="every_rep_has_territory",
+        asset_key="territories",
+        passed=not idle,
+        metadata={"reps": reps.height, "reps_without_territory": dg.MetadataValue.text(", ".join(idle) or "none")},
+    )
+    disconnected = territories.filter(~pl.col("is_contiguous"))["territory_id"].to_list()
+    yield dg.AssetCheckResult(
+        check_name="territories_contiguous",
+        asset_key="territories",
+        passed=not disconnected,
+        metadata={"disconnected_territories": dg.MetadataValue.text(", ".join(disconnected) or "none")},
+    )
+    beyond = int(metrics.get("metros_split_beyond_bound", 0))
+    yield dg.AssetCheckResult(
+        check_name="metros_split_only_beyond_capacity",
+        asset_key="territories",
+        passed=beyond == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"metro_splits": int(metrics.get("metro_splits", 0)), "splits_of_metros_under_capacity": beyond},
+    )
