@@ -38,6 +38,17 @@ def quarter_date(partition_key: str) -> dt.date:
     return day
 
 
+def quarter_end(quarter: dt.date) -> dt.date:
+    """The first day after the quarter that starts on ``quarter``."""
+    month = quarter.month + 3
+    return dt.date(quarter.year + (month > 12), (month - 1) % 12 + 1, 1)
+
+
+def previous_quarter(quarter: dt.date) -> dt.date:
+    month = quarter.month - 3
+    return dt.date(quarter.year - (month < 1), (month - 1) % 12 + 1, 1)
+
+
 @contextlib.contextmanager
 def _incoming(conn: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> Iterator[None]:
     conn.register(INCOMING_VIEW, frame.to_arrow())
@@ -75,6 +86,12 @@ class PartitionWriter:
             if frame.height:
                 self.conn.sql(statement(table, "insert_partition"), params=[self.quarter])
         self.written[table] = frame.height
+
+    def clear(self, table: str) -> None:
+        """Delete this quarter's rows of ``table`` (when it exists): its source is gone."""
+        if table_exists(self.conn, table):
+            self.conn.sql(statement(table, "delete_partition"), params=[self.quarter])
+        self.written[table] = 0
 
     def write(self, file: str, frame: pl.DataFrame, steps: list[tuple[str, list]]) -> None:
         """Run named statements of ``sql/<file>.sql`` with ``frame`` as ``incoming``.
