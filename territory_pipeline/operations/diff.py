@@ -141,7 +141,8 @@ def changes_markdown(summary: pl.DataFrame, changes: pl.DataFrame, *, title: str
         lines += ["", f"## Who moved (first {min(max_rows, moved.height)} of {moved.height})", "",
                   "| NPI | from | to | opportunity | why |", "|---|---|---|---:|---|"]
         for r in moved.sort("opportunity_score", "npi", descending=[True, False]).head(max_rows).iter_rows(named=True):
+            score = "-" if r["opportunity_score"] is None else f"{r['opportunity_score']:,.2f}"
             lines.append(
-                f"| {r['npi']} | {r['from_territory_id']} | {r['to_territory_id']} | {r['opportunity_score']:,.2f} | {r['reason']} |"
+                f"| {r['npi']} | {r['from_territory_id']} | {r['to_territory_id']} | {score} | {r['reason']} |"
             )
     return "\n".join(lines) + "\n"

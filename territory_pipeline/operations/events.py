@@ -121,6 +121,28 @@ def _require(record: dict, names: tuple[str, ...], path: Path, row: int, event_t
         raise MalformedEventFile(f"{path.name} row {row}: {event_type} event needs {', '.join(missing)}")
 
 
+def _check_capacity(record: dict, path: Path, row: int) -> None:
+    try:
+        capacity = float(record["capacity"])
+    except (TypeError, ValueError) as exc:
+        raise MalformedEventFile(f"{path.name} row {row}: capacity {record['capacity']!r} is not a number") from exc
+    if not 0 < capacity <= 2:
+        raise MalformedEventFile(f"{path.name} row {row}: capacity {capacity} must be in (0, 2]")
+
+
+def _check_coordinates(record: dict, path: Path, row: int) -> None:
+    for name, limit in (("home_latitude", 90.0), ("home_longitude", 180.0)):
+        value = record.get(name)
+        if value in (None, ""):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise MalformedEventFile(f"{path.name} row {row}: {name} {value!r} is not a number") from exc
+        if not -limit <= number <= limit:
+            raise MalformedEventFile(f"{path.name} row {row}: {name} {number} is out of range")
+
+
 def _validate(record: dict, kind: str, path: Path, row: int) -> None:
     event_type = record.get("event_type")
     if event_type not in EVENT_KINDS[kind]:
@@ -133,20 +155,19 @@ def _validate(record: dict, kind: str, path: Path, row: int) -> None:
         has_coords = record.get("home_latitude") not in (None, "") and record.get("home_longitude") not in (None, "")
         if not (has_zip or has_coords):
             raise MalformedEventFile(f"{path.name} row {row}: rep_joined needs home_zip or home_latitude/home_longitude")
+        _check_coordinates(record, path, row)
+        if record.get("capacity") not in (None, ""):
+            _check_capacity(record, path, row)
     elif event_type == "rep_left":
         _require(record, ("rep_id",), path, row, event_type)
     elif event_type == "capacity_change":
         _require(record, ("rep_id", "capacity"), path, row, event_type)
-        try:
-            capacity = float(record["capacity"])
-        except (TypeError, ValueError) as exc:
-            raise MalformedEventFile(f"{path.name} row {row}: capacity {record['capacity']!r} is not a number") from exc
-        if not 0 < capacity <= 2:
-            raise MalformedEventFile(f"{path.name} row {row}: capacity {capacity} must be in (0, 2]")
+        _check_capacity(record, path, row)
     elif event_type == "territory_change":
         _require(record, ("rep_id",), path, row, event_type)
         if not (record.get("npis") or record.get("home_zip")):
             raise MalformedEventFile(f"{path.name} row {row}: territory_change needs npis (accounts to move) or home_zip")
+        _check_coordinates(record, path, row)
     elif event_type == "new_asc":
         _require(record, ("address_line_1", "zip5"), path, row, event_type)
     elif event_type == "practice_acquisition":

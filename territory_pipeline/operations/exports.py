@@ -14,6 +14,16 @@ from pathlib import Path
 
 import polars as pl
 
+
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; exported files get the usual permissions instead.
+_FILE_MODE = 0o666 & ~_process_umask()
+
 ASSIGNMENT_EXPORT_COLUMNS = (
     "npi",
     "provider_name",
@@ -37,6 +47,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _FILE_MODE)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

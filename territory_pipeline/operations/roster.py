@@ -35,7 +35,7 @@ def place_roster(roster: pl.DataFrame, zip_centroids: pl.DataFrame) -> tuple[pl.
 
     Coordinates come from the roster when given, otherwise from the home ZIP's
     centroid.  Returns the roster in the ``REPS`` contract and a list of
-    problems; a rep with no usable base, a duplicate rep id or a bad capacity
+    problems; a rep with no usable base, bad coordinates, a duplicate rep id or a bad capacity
     is an error, because a territory cannot be drawn for it.
     """
     frame = roster.with_columns(
@@ -44,14 +44,21 @@ def place_roster(roster: pl.DataFrame, zip_centroids: pl.DataFrame) -> tuple[pl.
     for name in ("home_zip", "home_latitude", "home_longitude", "capacity"):
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(name))
-    frame = frame.with_columns(
+    given_lat = pl.col("home_latitude").cast(pl.Utf8).fill_null("") != ""
+    given_lon = pl.col("home_longitude").cast(pl.Utf8).fill_null("") != ""
+    frame = frame.with_columns(given_lat.alias("_given_lat"), given_lon.alias("_given_lon")).with_columns(
         pl.col("home_zip").cast(pl.Utf8).str.slice(0, 5).str.zfill(5).alias("home_zip"),
         pl.col("home_latitude").cast(pl.Float64, strict=False),
         pl.col("home_longitude").cast(pl.Float64, strict=False),
         pl.col("capacity").cast(pl.Utf8),
     )
     problems: list[str] = []
-    dupes = frame.filter(pl.col("rep_id").is_duplicated())["rep_id"].unique().sort().to_list()
+    dupes = (
+        frame.filter(pl.col("rep_id").is_duplicated() & pl.col("rep_id").is_not_null() & (pl.col("rep_id") != ""))["rep_id"]
+        .unique()
+        .sort()
+        .to_list()
+    )
     if dupes:
         problems.append(f"duplicate rep_id: {', '.join(dupes)}")
     blank = frame.filter(pl.col("rep_id").is_null() | (pl.col("rep_id") == ""))
@@ -62,8 +69,21 @@ def place_roster(roster: pl.DataFrame, zip_centroids: pl.DataFrame) -> tuple[pl.
         pl.col("capacity").is_not_null() & (capacity.is_null() | (capacity <= 0) | (capacity > 2))
     )
     if bad_capacity.height:
-        problems.append("capacity must be a number in (0, 2] for: " + ", ".join(bad_capacity["rep_id"].to_list()))
+        problems.append(
+            "capacity must be a number in (0, 2] for: "
+            + ", ".join(f"{r or '(no rep_id)'} ({c!r})" for r, c in bad_capacity.select("rep_id", "capacity").iter_rows())
+        )
     frame = frame.with_columns(capacity.fill_null(1.0).alias("capacity"))
+    bad_coordinates = frame.filter(
+        (pl.col("_given_lat") != pl.col("_given_lon"))
+        | (pl.col("_given_lat") & (pl.col("home_latitude").is_null() | (pl.col("home_latitude").abs() > 90)))
+        | (pl.col("_given_lon") & (pl.col("home_longitude").is_null() | (pl.col("home_longitude").abs() > 180)))
+    )
+    if bad_coordinates.height:
+        problems.append(
+            "home_latitude and home_longitude must both be given as numbers within range for: "
+            + ", ".join(str(r) for r in bad_coordinates["rep_id"].to_list())
+        )
     centroids = zip_centroids.select(
         pl.col("zip5").alias("home_zip"),
         pl.col("latitude").alias("_zip_lat"),
@@ -79,7 +99,7 @@ def place_roster(roster: pl.DataFrame, zip_centroids: pl.DataFrame) -> tuple[pl.
             "no home base (unknown home_zip and no coordinates) for: "
             + ", ".join(f"{r} ({z})" for r, z in unplaced.select("rep_id", "home_zip").iter_rows())
         )
-    out = conform(frame.drop("_zip_lat", "_zip_lon"), REPS).select(list(REPS)).sort("rep_id")
+    out = conform(frame.drop("_zip_lat", "_zip_lon", "_given_lat", "_given_lon"), REPS).select(list(REPS)).sort("rep_id")
     return out, problems
 
 
@@ -135,9 +155,10 @@ def apply_rep_events(
             if event.get("home_zip"):
                 lat, lon, zip5 = base(event)
                 if lat is None:
-                    entry.update(applied=False, note=f"home ZIP {zip5} is unknown")
-                else:
-                    reps[rep_id].update(home_zip=zip5, home_latitude=lat, home_longitude=lon)
+                    entry.update(applied=False, note=f"home ZIP {zip5} is unknown; no change applied")
+                    log.append(entry)
+                    continue
+                reps[rep_id].update(home_zip=zip5, home_latitude=lat, home_longitude=lon)
             for npi in npis_of(event):
                 moves[npi] = rep_id
         log.append(entry)

@@ -40,7 +40,10 @@ def normalize_street(line: str | None) -> str:
 
 
 def address_key(line: str | None, zip5: str | None) -> str:
-    return f"{normalize_street(line)}|{(zip5 or '')[:5]}"
+    if isinstance(zip5, int):  # a JSON number loses its leading zeros
+        zip5 = f"{zip5:05d}"
+    zip_text = "" if zip5 is None else str(zip5).strip()
+    return f"{normalize_street(line)}|{zip_text[:5]}"
 
 
 def normalize_street_expr(col: str = "address_line_1") -> pl.Expr:
