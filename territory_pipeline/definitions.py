@@ -11,5 +11,5 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    loaded = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
     return dg.Definitions.merge(loaded, dg.Definitions(executor=dg.in_process_executor))
