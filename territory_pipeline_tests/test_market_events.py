@@ -160,6 +160,9 @@ def test_address_key_forms() -> None:
     assert address_key("123 N. Main Street, Suite 4", "85004") == "123 N MAIN ST STE 4|85004"
     assert address_key("1 Oak St", "02134-1234") == "1 OAK ST|02134"
     assert address_key("1 Oak St", 2134) == "1 OAK ST|02134"
-    assert address_key("1 Oak St", None) == "1 OAK ST|"
-    frame = pl.DataFrame({"address_line_1": ["1 Oak Street", None], "zip5": ["021341234", None]})
-    assert frame.select(address_key_expr()).to_series().to_list() == ["1 OAK ST|02134", "|"]
+    # Blank streets and missing or malformed ZIPs get no key, so they never match each other.
+    assert address_key("1 Oak St", None) is None
+    assert address_key("...", "85004") is None
+    assert address_key("1 Oak St", "8500") is None
+    frame = pl.DataFrame({"address_line_1": ["1 Oak Street", None, "2 Elm"], "zip5": ["021341234", "85004", None]})
+    assert frame.select(address_key_expr()).to_series().to_list() == ["1 OAK ST|02134", None, None]

@@ -53,6 +53,8 @@ from typing import Literal
 
 import polars as pl
 
+from territory_pipeline.universe.addresses import ABBREVIATIONS, clean_text_expr, normalize_street_expr
+
 from territory_pipeline.geography.census_geocoder import (
     CENSUS_RESULT_COLUMNS,
     CensusBatchGeocoder,
@@ -76,38 +78,7 @@ GEOCODE_CACHE: dict[str, pl.DataType] = {
     "first_quarter": pl.Utf8,  # the quarter whose run geocoded the address
 }
 
-STREET_ABBREVIATIONS: dict[str, str] = {
-    "STREET": "ST",
-    "AVENUE": "AVE",
-    "ROAD": "RD",
-    "DRIVE": "DR",
-    "BOULEVARD": "BLVD",
-    "LANE": "LN",
-    "COURT": "CT",
-    "PLACE": "PL",
-    "PARKWAY": "PKWY",
-    "HIGHWAY": "HWY",
-    "FREEWAY": "FWY",
-    "EXPRESSWAY": "EXPY",
-    "CIRCLE": "CIR",
-    "TERRACE": "TER",
-    "SQUARE": "SQ",
-    "TRAIL": "TRL",
-    "CENTER": "CTR",
-    "SUITE": "STE",
-    "BUILDING": "BLDG",
-    "FLOOR": "FL",
-    "APARTMENT": "APT",
-    "ROOM": "RM",
-    "NORTH": "N",
-    "SOUTH": "S",
-    "EAST": "E",
-    "WEST": "W",
-    "NORTHEAST": "NE",
-    "NORTHWEST": "NW",
-    "SOUTHEAST": "SE",
-    "SOUTHWEST": "SW",
-}
+STREET_ABBREVIATIONS = ABBREVIATIONS  # shared with every stage (universe/addresses.py)
 
 # (lat_min, lat_max, lon_min, lon_max)
 US_BOUNDING_BOXES: dict[str, tuple[float, float, float, float]] = {
@@ -142,28 +113,15 @@ class GeocodeResult:
     stats: dict[str, float | int] = field(default_factory=dict)
 
 
-def _clean(expr: pl.Expr) -> pl.Expr:
-    return expr.cast(pl.Utf8).fill_null("").str.to_uppercase().str.replace_all(r"[^A-Z0-9]+", " ").str.strip_chars()
 
 
 def address_key_expr(
     address_line_1: str = "address_line_1", city: str = "city", state: str = "state", zip5: str = "zip5"
 ) -> pl.Expr:
     """Vectorized ``normalize_address`` over four columns (see the module docstring)."""
-    # Words are single-space separated after _clean; doubling the spaces and padding the ends
-    # gives every word its own " WORD " so one literal multi-pattern pass abbreviates whole words.
-    padded = pl.concat_str(
-        [pl.lit(" "), _clean(pl.col(address_line_1)).str.replace_all(" ", "  ", literal=True), pl.lit(" ")]
-    )
-    line = (
-        padded.str.replace_many(
-            [f" {word} " for word in STREET_ABBREVIATIONS], [f" {short} " for short in STREET_ABBREVIATIONS.values()]
-        )
-        .str.replace_all(r" +", " ")
-        .str.strip_chars()
-    )
+    line = normalize_street_expr(address_line_1)
     zip_part = pl.col(zip5).cast(pl.Utf8).fill_null("").str.replace_all(r"\D", "").str.slice(0, 5)
-    return pl.concat_str([line, _clean(pl.col(city)), _clean(pl.col(state)), zip_part], separator="|")
+    return pl.concat_str([line, clean_text_expr(pl.col(city)), clean_text_expr(pl.col(state)), zip_part], separator="|")
 
 
 def normalize_address(address_line_1: str | None, city: str | None, state: str | None, zip5: str | None) -> str:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import polars as pl
 
+from territory_pipeline.universe.addresses import address_key_expr
+
 from territory_pipeline.schemas import REJECTS
 from territory_pipeline.universe.validation import valid_npi_expr
 
@@ -58,11 +60,8 @@ STATUS_PRIORITY: tuple[str, ...] = ("active", "prospect", "lost", "churned")
 
 
 def normalized_address_expr(address: str = "address_line_1", zip5: str = "zip5") -> pl.Expr:
-    """Practice-address key: normalized address_line_1 + '|' + zip5, null when either is blank."""
-    street = pl.col(address).cast(pl.Utf8).str.to_uppercase().str.replace_all(r"[^A-Z0-9]+", " ").str.strip_chars()
-    zip_code = pl.col(zip5).cast(pl.Utf8).str.strip_chars().str.slice(0, 5)
-    usable = (street.str.len_chars() > 0) & zip_code.str.contains(r"^\d{5}$")
-    return pl.when(usable.fill_null(False)).then(pl.concat_str([street, pl.lit("|"), zip_code])).otherwise(None)
+    """Practice-address key (see ``universe/addresses.py``), null when either part is blank."""
+    return address_key_expr(address, zip5)
 
 
 def read_csv_as_text(path: str | Path, what: str) -> pl.DataFrame:

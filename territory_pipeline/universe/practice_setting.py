@@ -25,14 +25,10 @@ from pathlib import Path
 
 import polars as pl
 
+from territory_pipeline.universe.addresses import address_key_expr
+
 SETTINGS: tuple[str, ...] = ("hospital", "asc", "office")
 HOSPITAL_AFFILIATION_TYPES: frozenset[str] = frozenset({"hospital", "long-term care hospital"})
-
-
-def address_key_expr(address_col: str = "address_line_1", zip5_col: str = "zip5") -> pl.Expr:
-    """Normalized address key: uppercase street line, punctuation/space runs collapsed, ``|``, ZIP5."""
-    street = pl.col(address_col).str.to_uppercase().str.replace_all(r"[^A-Z0-9]+", " ").str.strip_chars()
-    return pl.concat_str([street, pl.lit("|"), pl.col(zip5_col).str.slice(0, 5)])
 
 
 def _norm(name: str) -> str:
