@@ -137,11 +137,25 @@ def test_regions_stay_apart_but_each_is_connected() -> None:
               ("HI-HILO", 19.71, -155.08), ("AK-ANC", 61.22, -149.90), ("PR-SJU", 18.47, -66.11)]
     assert list(region_of(np.array([p[1] for p in points]), np.array([p[2] for p in points]))) == [
         "CONUS", "CONUS", "HI", "HI", "AK", "PR_VI"]
-    adjacency = build_adjacency(*_hand_clusters(points))
+    adjacency = build_adjacency(*_hand_clusters(points), link_regions=False)
     _assert_well_formed(adjacency)
     pairs = set(adjacency.filter(pl.col("cluster_id") < pl.col("neighbor_cluster_id"))
                 .select("cluster_id", "neighbor_cluster_id").rows())
     assert pairs == {("CONUS-DAL", "CONUS-PHX"), ("HI-HILO", "HI-HNL")}
+
+
+def test_offshore_regions_join_the_mainland_by_their_shortest_link() -> None:
+    points = [("CONUS-PHX", 33.45, -112.07), ("CONUS-DAL", 32.78, -96.80), ("CONUS-SEA", 47.61, -122.33),
+              ("CONUS-MIA", 25.76, -80.19), ("HI-HNL", 21.31, -157.86), ("HI-HILO", 19.71, -155.08),
+              ("AK-ANC", 61.22, -149.90), ("PR-SJU", 18.47, -66.11)]
+    adjacency = build_adjacency(*_hand_clusters(points))
+    _assert_well_formed(adjacency)
+    assert nx.is_connected(_graph(adjacency))
+    bridges = set(adjacency.filter((pl.col("reason") == "region_link") & (pl.col("cluster_id") < pl.col("neighbor_cluster_id")))
+                  .select("cluster_id", "neighbor_cluster_id").rows())
+    # Anchorage to Seattle, San Juan to Miami, and Hawaii by its shortest crossing (Hilo-Seattle,
+    # about 2,680 miles, beats Honolulu-Phoenix, about 2,900).
+    assert bridges == {("AK-ANC", "CONUS-SEA"), ("CONUS-MIA", "PR-SJU"), ("CONUS-SEA", "HI-HILO")}
 
 
 def test_shuffled_input_gives_identical_adjacency() -> None:

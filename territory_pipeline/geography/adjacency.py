@@ -9,14 +9,24 @@ Two clusters are adjacent when
 * ``nearest_link``: added by ``ensure_connected`` to join the graph's
   components with the shortest centroid-to-centroid links.
 
-Connection is done per *region*, because a territory must not be built across
-an ocean: the contiguous US (the default region for every centroid not in a box
-below), Alaska, Hawaii, Puerto Rico with the US Virgin Islands, Guam with the
-Northern Mariana Islands, and American Samoa.  Inside each region the graph is
-connected; regions are never linked to each other.  Links are chosen like a
-minimum spanning tree over the components: candidate links are each
-centroid's 16 nearest centroids (great-circle); components still apart after
-that are joined by Borůvka rounds with exact nearest-outside-point queries.
+* ``region_link``: with ``link_regions``, the single shortest link from an
+  offshore region to the rest of the graph.
+
+Connection is done per *region* first, so that links never cross an ocean
+where land links exist: the contiguous US (the default region for every
+centroid not in a box below), Alaska, Hawaii, Puerto Rico with the US Virgin
+Islands, Guam with the Northern Mariana Islands, and American Samoa.  Inside
+each region the graph is connected.  Links are chosen like a minimum spanning
+tree over the components: candidate links are each centroid's 16 nearest
+centroids (great-circle); components still apart after that are joined by
+Borůvka rounds with exact nearest-outside-point queries.
+
+Offshore regions hold too few providers to make a territory of their own, and
+in practice a mainland rep flies there (Seattle covers Alaska, Los Angeles or
+San Francisco covers Hawaii, Miami covers Puerto Rico).  So by default
+(``link_regions=True``) each region is then joined to the rest by its shortest
+``region_link``, and the whole graph is connected: the balancer can only give
+an offshore region to the territory at the other end of that link.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ REGION_BOXES: tuple[tuple[str, float, float, float, float], ...] = (
     ("AS", -15.0, -10.0, -172.0, -168.0),
 )
 _CANDIDATE_NEIGHBOURS = 16
-_REASON_RANK = {"h3_neighbor": 0, "within_reach": 1, "nearest_link": 2}
+_REASON_RANK = {"h3_neighbor": 0, "within_reach": 1, "nearest_link": 2, "region_link": 3}
 
 
 def region_of(latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
@@ -171,6 +181,7 @@ def build_adjacency(
     travel: TravelTimeProvider | None = None,
     neighbor_minutes: float = 90.0,
     ensure_connected: bool = True,
+    link_regions: bool = True,
 ) -> pl.DataFrame:
     """The cluster adjacency graph as a schemas.CLUSTER_ADJACENCY frame.
 
@@ -181,7 +192,8 @@ def build_adjacency(
     pair (reason priority: h3_neighbor, within_reach, nearest_link), sorted by
     ``cluster_id`` then ``neighbor_cluster_id``.  ``distance_miles`` is the
     great-circle distance between centroids.  With ``ensure_connected`` each
-    region (see :func:`region_of`) forms one connected component.
+    region (see :func:`region_of`) forms one connected component, and with
+    ``link_regions`` as well the regions are joined into one graph.
     """
     if neighbor_minutes < 0:
         raise ValueError(f"neighbor_minutes must be >= 0, got {neighbor_minutes}")
@@ -229,6 +241,12 @@ def build_adjacency(
         if links:
             edges = pl.concat([edges, pl.DataFrame(links, schema=["cluster_id", "neighbor_cluster_id"],
                                                    orient="row").with_columns(pl.lit("nearest_link").alias("reason"))])
+        if link_regions and len(set(regions)) > 1:
+            joined = np.vstack([pairs, np.array([(index[a], index[b]) for a, b in links], dtype=np.int64).reshape(-1, 2)])
+            bridges = [tuple(sorted((ids[s_], ids[d_]))) for s_, d_ in _connecting_links(coords, joined)]
+            if bridges:
+                edges = pl.concat([edges, pl.DataFrame(bridges, schema=["cluster_id", "neighbor_cluster_id"],
+                                                       orient="row").with_columns(pl.lit("region_link").alias("reason"))])
     both = pl.concat([
         edges,
         edges.select(pl.col("neighbor_cluster_id").alias("cluster_id"),
