@@ -37,6 +37,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "NPI_REGISTRY_URL": ("npi_registry_url", "NPI Registry API base URL (default the official endpoint)."),
     "NPI_REGISTRY_STATES": ("npi_registry_states", "Comma-separated states queried through the API (default all)."),
     "NPI_REGISTRY_RATE": ("npi_registry_rate", "Requests per second to the NPI Registry (default 5)."),
+    "NPI_REGISTRY_MAX_RETRIES": ("npi_registry_max_retries", "Retries of one NPI Registry request (429, 5xx, timeouts) before the run fails (default 6)."),
     "NUCC_TAXONOMY_SOURCE": ("nucc_taxonomy_source", "NUCC taxonomy CSV path or URL (default the built-in subset)."),
     "TERRITORY_PROCEDURES_FILE": ("procedures_file", "CMS Medicare by Provider and Service CSV for procedure fit."),
     "TERRITORY_HCPCS_CODES": ("hcpcs_codes", "Comma-separated HCPCS codes that define procedure fit."),
@@ -91,6 +92,7 @@ class Settings:
     npi_registry_url: str = "https://npiregistry.cms.hhs.gov/api/"
     npi_registry_states: tuple[str, ...] = ()
     npi_registry_rate: float = 5.0
+    npi_registry_max_retries: int = 6
     nucc_taxonomy_source: str = ""
     procedures_file: str = ""
     hcpcs_codes: tuple[str, ...] = ()

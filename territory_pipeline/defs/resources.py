@@ -34,6 +34,7 @@ class PipelineSettings(dg.ConfigurableResource):
     npi_registry_url: str = ""
     npi_registry_states: list[str] = []
     npi_registry_rate: float = 5.0
+    npi_registry_max_retries: int = 6
     nucc_taxonomy_source: str = ""
     procedures_file: str = ""
     hcpcs_codes: list[str] = []

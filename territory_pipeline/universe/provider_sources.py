@@ -113,7 +113,11 @@ def _read_api(
         log(f"rebuilding providers from {cached.height} stored NPI Registry responses (no API call)")
         stats["api_responses_reused"] = cached.height
     else:
-        client = NpiRegistryClient(settings.npi_registry_url, requests_per_second=settings.npi_registry_rate)
+        client = NpiRegistryClient(
+            settings.npi_registry_url,
+            requests_per_second=settings.npi_registry_rate,
+            max_retries=settings.npi_registry_max_retries,
+        )
         pull = fetch_universe(
             client,
             api_descriptions(taxonomy, targets),
