@@ -19,7 +19,13 @@ from territory_pipeline.operations.alignment import (
     read_locks,
 )
 from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
-from territory_pipeline.visuals import imbalance_history_png, markdown_image, opportunity_chart_png, render_static_map_png
+from territory_pipeline.visuals import (
+    imbalance_history_png,
+    markdown_image,
+    opportunity_chart_png,
+    rebalance_chart_png,
+    render_static_map_png,
+)
 
 KINDS = {"duckdb", "polars"}
 ACTION_THRESHOLD = 0.20
@@ -76,14 +82,17 @@ CHECKS = [
 ]
 
 
-def _previous_alignment(conn, current_id: str, quarter: dt.date) -> tuple[str | None, pl.DataFrame | None]:
+def _previous_alignment(conn, current_id: str, quarter: dt.date) -> tuple[str | None, pl.DataFrame | None, pl.DataFrame | None]:
+    """The newest earlier alignment: its id, its assignments and its territories."""
     if not table_exists(conn, "alignment_history"):
-        return None, None
+        return None, None, None
     rows = query(conn, "alignment_history", "latest_before", [current_id, quarter])
     if rows.height == 0:
-        return None, None
+        return None, None, None
     previous_id = rows["alignment_id"][0]
-    return previous_id, query(conn, "alignment_assignment_history", "select_alignment", [previous_id])
+    assignments = query(conn, "alignment_assignment_history", "select_alignment", [previous_id])
+    territories = query(conn, "alignment_territory_history", "select_alignment", [previous_id])
+    return previous_id, assignments, territories
 
 
 @dg.multi_asset(
@@ -134,7 +143,7 @@ def territory_plan(
         provider_scores = read_partition(conn, "provider_scores", quarter)
         geocoded = read_partition(conn, "geocoded_providers", quarter)
         reps = read_partition(conn, "sales_reps", quarter)
-        previous_id, previous = _previous_alignment(conn, this_id, quarter)
+        previous_id, previous, previous_territories = _previous_alignment(conn, this_id, quarter)
         history = query(conn, "alignment_history", "history") if table_exists(conn, "alignment_history") else None
     if reps.height == 0:
         raise RuntimeError(f"sales_reps has no rows for {context.partition_key}: materialize it first")
@@ -206,12 +215,16 @@ def territory_plan(
     history_assignments = assignments.select(
         pl.lit(this_id).alias("alignment_id"), "npi", "territory_id", "rep_id", "unit_id", "opportunity_score"
     )
+    history_territories = territories.select(
+        pl.lit(this_id).alias("alignment_id"), "territory_id", "rep_id", "opportunity_score", "target_score", "deviation", "provider_count"
+    )
     with database.connection() as conn, partition_transaction(conn, quarter) as tx:
         tx.replace("territories", territories)
         tx.replace("territory_assignments", assignments)
         tx.replace("plan_metrics", metric_rows)
         tx.write("alignment_history", history_row, [("delete_alignment", [this_id]), ("insert", [])])
         tx.write("alignment_assignment_history", history_assignments, [("delete_alignment", [this_id]), ("insert", [])])
+        tx.write("alignment_territory_history", history_territories, [("delete_alignment", [this_id]), ("insert", [])])
 
     history_points = (history.filter(pl.col("alignment_id") != this_id) if history is not None else history_row.clear())
     history_points = pl.concat([history_points.select("refresh_quarter", "created_at", "imbalance"), history_row.select("refresh_quarter", "created_at", "imbalance")])
@@ -222,6 +235,11 @@ def territory_plan(
     static_map = render_static_map_png(map_frame, territories, title=f"Territories {context.partition_key} ({mode})")
     chart = opportunity_chart_png(territories, tolerance=config.tolerance)
     trend = imbalance_history_png(history_points.sort("refresh_quarter", "created_at"), tolerance=config.tolerance, action_threshold=ACTION_THRESHOLD)
+
+    charts = {}
+    if previous_territories is not None and previous_territories.height:
+        before_after = rebalance_chart_png(previous_territories, territories, tolerance=config.tolerance)
+        charts["before_and_after"] = dg.MetadataValue.md(markdown_image(before_after, f"before ({previous_id}) and after"))
 
     plan_meta = numeric_metadata({k: v for k, v in metrics.items() if k != "explanation"})
     yield dg.MaterializeResult(
@@ -236,6 +254,7 @@ def territory_plan(
             "map": dg.MetadataValue.md(markdown_image(static_map, "territory map")),
             "opportunity_vs_target": dg.MetadataValue.md(markdown_image(chart, "opportunity per territory")),
             "imbalance_over_quarters": dg.MetadataValue.md(markdown_image(trend, "imbalance over quarters")),
+            **charts,
             "territories": dg.MetadataValue.md(
                 markdown_table(
                     territories.select(
