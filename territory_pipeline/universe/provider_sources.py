@@ -161,9 +161,12 @@ def load_universe(
             settings, taxonomy, targets, cached_api_responses, log
         )
     else:
+        log(f"reading the NPPES file ({settings.provider_source} source)")
         result = _read_nppes_source(settings, taxonomy, targets)
         providers, rejects, secondary, facilities = result.providers, result.rejects, result.secondary_locations, result.facilities
         stats = dict(result.stats)
+        rows, seconds = stats.get("rows_read", 0), max(float(stats.get("seconds", 0.0)), 1e-9)
+        log(f"NPPES: {rows:,} rows read in {seconds:.1f} s ({rows / seconds:,.0f} rows/s); {providers.height:,} target providers, {rejects.height:,} rejects")
     affiliations = load_facility_affiliations(Path(settings.facility_affiliations_file)) if settings.facility_affiliations_file else None
     doctors = load_doctors_clinicians(Path(settings.clinicians_file)) if settings.clinicians_file else None
     providers = derive_practice_setting(providers, facilities, affiliations, doctors)
