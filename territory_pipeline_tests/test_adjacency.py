@@ -179,3 +179,24 @@ def test_bad_input_raises() -> None:
     with pytest.raises(ValueError, match="duplicate cluster_id"):
         build_adjacency(pl.concat([clusters, clusters]), provider_clusters, geocoded)
     assert build_adjacency(clusters.head(0), provider_clusters.head(0), geocoded).height == 0
+
+
+def test_natural_neighbours_keep_sparse_country_from_becoming_a_tree() -> None:
+    # Phoenix-Tucson about 105 miles, Phoenix-Prescott about 80, Tucson-Prescott about 180:
+    # all beyond the 90-minute reach, so only Delaunay neighbours within 240 minutes join them.
+    points = [("PHX", 33.45, -112.07), ("TUS", 32.22, -110.97), ("PRE", 34.54, -112.47), ("FLG", 35.20, -111.65)]
+    adjacency = build_adjacency(*_hand_clusters(points))
+    _assert_well_formed(adjacency)
+    pairs = {
+        (a, b): reason
+        for a, b, reason in adjacency.filter(pl.col("cluster_id") < pl.col("neighbor_cluster_id"))
+        .select("cluster_id", "neighbor_cluster_id", "reason")
+        .rows()
+    }
+    assert pairs[("PHX", "TUS")] == "natural_neighbor"
+    assert pairs[("PHX", "PRE")] == "natural_neighbor"
+    assert pairs[("FLG", "PRE")] in ("natural_neighbor", "within_reach")
+    assert ("PRE", "TUS") not in pairs  # a Delaunay edge, but beyond 240 minutes
+    without = build_adjacency(*_hand_clusters(points), natural_neighbor_minutes=None)
+    assert set(without["reason"]) <= {"h3_neighbor", "within_reach", "nearest_link"}
+    assert without.height < adjacency.height

@@ -25,6 +25,7 @@ class ClusterConfig(dg.Config):
     drive_time_minutes: float = 150.0
     max_reach_minutes: float = 180.0
     neighbor_minutes: float = 90.0  # clusters this close by road are adjacent
+    natural_neighbor_minutes: float = 240.0  # Delaunay neighbours up to this drive time are adjacent (0 disables)
 
 
 @dg.asset(
@@ -144,7 +145,10 @@ def provider_geography(
             "cluster_adjacency",
             deps=["geocoded_providers"],
             kinds=KINDS,
-            description="Which clusters neighbour each other (touching H3 footprints, within a drive time, or linking components); used for contiguity.",
+            description=(
+                "Which clusters neighbour each other (touching H3 footprints, within a drive time, natural (Delaunay) "
+                "neighbours within a longer drive time, or links joining components and offshore regions); used for contiguity."
+            ),
         ),
     ],
     check_specs=[
@@ -172,7 +176,7 @@ def provider_clustering(context: dg.AssetExecutionContext, config: ClusterConfig
         drive_time_minutes=config.drive_time_minutes,
         max_reach_minutes=config.max_reach_minutes,
     )
-    result = cluster_and_connect(geocoded, cfg, cluster_cfg, config.neighbor_minutes)
+    result = cluster_and_connect(geocoded, cfg, cluster_cfg, config.neighbor_minutes, config.natural_neighbor_minutes or None)
     with database.connection() as conn, partition_transaction(conn, quarter) as tx:
         tx.replace("clusters", result.clusters)
         tx.replace("provider_clusters", result.provider_clusters)

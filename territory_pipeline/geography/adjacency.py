@@ -6,6 +6,12 @@ Two clusters are adjacent when
   ``grid_disk(cell, 1)`` of a member cell of the other (a shared cell counts);
 * ``within_reach``: otherwise, their centroids are within ``neighbor_minutes``
   of each other by the travel provider (the shorter of the two directions);
+* ``natural_neighbor``: otherwise, the two centroids are natural neighbours
+  (an edge of the Delaunay triangulation of the region's centroids, on a
+  local equirectangular projection) within ``natural_neighbor_minutes``.  In
+  sparse country clusters lie farther apart than ``neighbor_minutes``; without
+  these edges the graph there would be a tree, and contiguous territories on a
+  tree can hardly be balanced;
 * ``nearest_link``: added by ``ensure_connected`` to join the graph's
   components with the shortest centroid-to-centroid links.
 
@@ -35,6 +41,7 @@ import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+from scipy.spatial import Delaunay, QhullError
 from sklearn.neighbors import BallTree
 
 from territory_pipeline import schemas
@@ -58,7 +65,7 @@ REGION_BOXES: tuple[tuple[str, float, float, float, float], ...] = (
     ("AS", -15.0, -10.0, -172.0, -168.0),
 )
 _CANDIDATE_NEIGHBOURS = 16
-_REASON_RANK = {"h3_neighbor": 0, "within_reach": 1, "nearest_link": 2, "region_link": 3}
+_REASON_RANK = {"h3_neighbor": 0, "within_reach": 1, "natural_neighbor": 2, "nearest_link": 3, "region_link": 4}
 
 
 def region_of(latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
@@ -115,6 +122,38 @@ def _reach_pairs(
         {"cluster_id": ids[src[close]], "neighbor_cluster_id": ids[dst[close]]},
         schema={"cluster_id": pl.Utf8, "neighbor_cluster_id": pl.Utf8},
     ).with_columns(pl.lit("within_reach").alias("reason"))
+
+
+def _natural_neighbor_pairs(
+    ids: np.ndarray, coords: np.ndarray, travel: TravelTimeProvider, max_minutes: float
+) -> pl.DataFrame:
+    """Delaunay edges (a < b) per region, kept when within ``max_minutes`` of travel."""
+    pairs: list[np.ndarray] = []
+    regions = region_of(coords[:, 0], coords[:, 1])
+    for region in sorted(set(regions)):
+        members = np.flatnonzero(regions == region)
+        points = np.unique(coords[members], axis=0)
+        if len(points) < 3:
+            continue
+        lat0 = np.radians(coords[members, 0].mean())
+        xy = np.column_stack([coords[members, 1] * np.cos(lat0), coords[members, 0]])
+        try:
+            triangles = Delaunay(xy).simplices
+        except QhullError:  # all centroids on one line: the reach and nearest links suffice
+            continue
+        edges = np.vstack([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [0, 2]]])
+        edges = np.unique(np.sort(members[edges], axis=1), axis=0)
+        pairs.append(edges)
+    if not pairs:
+        return pl.DataFrame(schema={"cluster_id": pl.Utf8, "neighbor_cluster_id": pl.Utf8, "reason": pl.Utf8})
+    edges = np.vstack(pairs)
+    _, there = paired_travel(travel, coords[edges[:, 0]], coords[edges[:, 1]])
+    _, back = paired_travel(travel, coords[edges[:, 1]], coords[edges[:, 0]])
+    close = np.minimum(there, back) <= max_minutes
+    return pl.DataFrame(
+        {"cluster_id": ids[edges[close, 0]], "neighbor_cluster_id": ids[edges[close, 1]]},
+        schema={"cluster_id": pl.Utf8, "neighbor_cluster_id": pl.Utf8},
+    ).with_columns(pl.lit("natural_neighbor").alias("reason"))
 
 
 def _connecting_links(coords: np.ndarray, edges: np.ndarray) -> list[tuple[int, int]]:
@@ -180,6 +219,7 @@ def build_adjacency(
     *,
     travel: TravelTimeProvider | None = None,
     neighbor_minutes: float = 90.0,
+    natural_neighbor_minutes: float | None = 240.0,
     ensure_connected: bool = True,
     link_regions: bool = True,
 ) -> pl.DataFrame:
@@ -189,7 +229,8 @@ def build_adjacency(
     ``centroid_longitude``; ``provider_clusters`` maps ``npi`` to
     ``cluster_id``; ``geocoded`` gives each ``npi`` its ``h3_cell``.  Every
     edge appears in both directions, with no self loops, one row per ordered
-    pair (reason priority: h3_neighbor, within_reach, nearest_link), sorted by
+    pair (reason priority: h3_neighbor, within_reach, natural_neighbor,
+    nearest_link, region_link), sorted by
     ``cluster_id`` then ``neighbor_cluster_id``.  ``distance_miles`` is the
     great-circle distance between centroids.  With ``ensure_connected`` each
     region (see :func:`region_of`) forms one connected component, and with
@@ -221,6 +262,7 @@ def build_adjacency(
     edges = pl.concat([
         _footprint_pairs(provider_clusters.select("npi", "cluster_id"), geocoded),
         _reach_pairs(ids, coords, travel, neighbor_minutes),
+        *([_natural_neighbor_pairs(ids, coords, travel, natural_neighbor_minutes)] if natural_neighbor_minutes else []),
     ])
     if ensure_connected:
         index = {cid: i for i, cid in enumerate(ids)}

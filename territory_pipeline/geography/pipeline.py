@@ -106,9 +106,22 @@ def cluster_settings(settings: Settings, **overrides) -> ClusterSettings:
     return ClusterSettings(method=settings.cluster_method, h3_resolution=settings.h3_resolution, **overrides)
 
 
-def cluster_and_connect(geocoded: pl.DataFrame, settings: Settings, cluster_cfg: ClusterSettings, neighbor_minutes: float) -> ClusteredProviders:
+def cluster_and_connect(
+    geocoded: pl.DataFrame,
+    settings: Settings,
+    cluster_cfg: ClusterSettings,
+    neighbor_minutes: float,
+    natural_neighbor_minutes: float | None,
+) -> ClusteredProviders:
     """Cluster the providers with the configured method and build the adjacency graph."""
     travel = make_travel_provider(settings.osrm_url or None)
     result = cluster_providers(geocoded, cluster_cfg, travel)
-    adjacency = build_adjacency(result.clusters, result.provider_clusters, geocoded, travel=travel, neighbor_minutes=neighbor_minutes)
+    adjacency = build_adjacency(
+        result.clusters,
+        result.provider_clusters,
+        geocoded,
+        travel=travel,
+        neighbor_minutes=neighbor_minutes,
+        natural_neighbor_minutes=natural_neighbor_minutes,
+    )
     return ClusteredProviders(result.clusters, result.provider_clusters, adjacency, dict(result.stats))
