@@ -1,0 +1,1073 @@
+"""The balancing engine: contiguous, metro-preserving, balanced territories.
+
+Algorithm
+---------
+1. **Inputs** are validated and sorted (unit_id, rep_id, npi), so row order never
+   matters.  Targets mu_k = W x capacity_k / sum(capacity).  Without an
+   adjacency, one is built from unit centroids (Delaunay on an equal-area
+   projection, edges longer than ``adjacency_max_edge_miles`` dropped, then
+   components joined by their nearest links).
+2. **Heavy metros are split.**  A metro (cbsa_code) -- or a unit outside any
+   metro -- heavier than one territory's capacity (1+τ)·mean(mu) is cut into the
+   fewest parts p = ceil(M / ((1+τ)·mean(mu))): p equal parts when M/p is within
+   tolerance, else p-1 parts of mean(mu) and a remainder (cut first, at one
+   end of the metro's long axis).  The parts are cut over the metro's
+   providers grouped by H3 cell (``h3_split_resolution``, cells still heavier
+   than τ/2 of a target refined down to ``h3_max_resolution``) by recursive
+   bisection plus the local search of step 5.  A unit cut by the parts becomes
+   '<unit>#1', '<unit>#2', ... (weight shared pro rata to its providers').
+3. **Atoms.**  A metro lighter than capacity is one indivisible atom (so it is
+   never split); each part of a heavy metro is one atom (a full part is a whole
+   territory, the remainder joins its neighbours), so a heavy metro spans at
+   most p territories; other units are atoms of their own.  Units
+   of one metro are linked in the unit graph, and the atom graph is the unit
+   graph contracted.
+4. **Starts.**  ``restarts`` starting plans: recursive coordinate bisection on
+   the graph (regions matched to reps by home distance, Hungarian), region
+   growing from the reps' homes / locked units when there are any (the
+   lowest-filled territory always takes its frontier atom nearest its seed),
+   then bisections with seeded random turns of the cutting axes.  Each start is
+   improved by step 5 and the best plan kept (fewest disconnected territories,
+   then least excess over the tolerance, then least moment of inertia).
+   Finished regions are handed to reps of equal target by the Hungarian method
+   on home distance and relationships.
+5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
+   adjacent territory whenever that lowers an objective of squared deviations
+   (with a steep penalty beyond half the tolerance), secondary penalties for
+   provider count and workload beyond the secondary tolerance, a compactness
+   term (weight x squared distance to the centroid), relationship losses and,
+   with ``previous``, disruption.  Donors must stay connected; a cut atom moves
+   together with the pieces it would cut off.  When no single move helps,
+   ejection chains shift weight along a path of territories (each passing one
+   boundary atom to the next), kept only if the whole objective drops.
+6. **Disruption mode** (``previous`` given): atoms start with the rep that held
+   most of their weight; atoms of departed reps (and new atoms) are grown into
+   their neighbours lowest-fill first; a new rep is seeded at the free atom
+   nearest their home (whose removal keeps its donor connected) and grows by the
+   local search.  There the squared-deviation weight is small and moving an atom
+   away from its previous rep costs ``disruption_weight`` x its share of a
+   target, so moves stop once every territory is back within the tolerance;
+   chains then prefer the nearest territory in need.
+
+Locked units/accounts are fixed to their rep (a lock on one unit of a light
+metro locks the whole metro, which is one atom).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import h3
+import numpy as np
+import polars as pl
+
+from .geometry import (
+    connect_components,
+    delaunay_edges,
+    project,
+    proximity_edges,
+    to_csr,
+)
+from .inputs import (
+    edges_frame,
+    normalize_adjacency,
+    normalize_providers,
+    normalize_reps,
+    normalize_units,
+    territory_id,
+)
+from .metrics import evaluate_plan
+from .model import BalanceSettings, Plan
+from .partition import (
+    PartitionProblem,
+    SearchParams,
+    bisect,
+    choose_seeds,
+    grow,
+    improve,
+    stays_connected,
+)
+
+
+def balance(
+    units: pl.DataFrame,
+    reps: pl.DataFrame,
+    *,
+    adjacency: pl.DataFrame | None = None,
+    providers: pl.DataFrame | None = None,
+    locks: pl.DataFrame | None = None,
+    relationships: pl.DataFrame | None = None,
+    previous: pl.DataFrame | None = None,
+    settings: BalanceSettings = BalanceSettings(),
+) -> Plan:
+    """Assign units (and their providers) to one contiguous territory per rep.
+
+    units: unit_id, weight (>= 0), provider_count, latitude, longitude, cbsa_code (nullable).
+    reps: rep_id, rep_name, home_latitude, home_longitude (nullable), capacity (default 1.0).
+    adjacency: unit_id, neighbor_unit_id; built from centroids when None.
+    providers: npi, unit_id, latitude, longitude, weight, h3_cell (nullable); needed to split heavy units.
+    locks: (unit_id or npi, rep_id) kept with that rep.
+    relationships: (unit_id or npi, rep_id, strength in [0, 1]) preferred when cheap.
+    previous: (npi, rep_id) or (unit_id, rep_id) of the current alignment; minimises disruption.
+    Returns a :class:`Plan`; raises ValueError on malformed input.
+    """
+    started = time.perf_counter()
+    deadline = started + settings.time_limit_seconds
+    units = normalize_units(units)
+    reps = normalize_reps(reps)
+    prov = (
+        normalize_providers(providers, units["unit_id"])
+        if providers is not None
+        else None
+    )
+    edges = normalize_adjacency(adjacency, units, settings.adjacency_max_edge_miles)
+    k = len(reps)
+    cap = reps["capacity"].to_numpy()
+    total = float(units["weight"].sum())
+    targets = total * cap / cap.sum()
+    mu_bar = total / k
+
+    final, prov_final, final_edges, split_info = _split_heavy(
+        units, prov, edges, mu_bar, settings, deadline
+    )
+    final_edges = _link_metros(final, final_edges)
+    atom_key = final["atom_key"].to_list()
+    keys, atom_of = np.unique(np.array(atom_key, dtype=object), return_inverse=True)
+    atom_of = atom_of.reshape(-1).astype(np.int64)
+    n_atoms = len(keys)
+    fw = final["weight"].to_numpy()
+    fxy = project(final["latitude"].to_numpy(), final["longitude"].to_numpy())
+    aw = np.bincount(atom_of, weights=fw, minlength=n_atoms)
+    ap = np.bincount(
+        atom_of,
+        weights=final["provider_count"].to_numpy().astype(float),
+        minlength=n_atoms,
+    )
+    # atom position: weight-weighted centroid (plain mean for weightless atoms)
+    cnt = np.bincount(atom_of, minlength=n_atoms)
+    axy = np.column_stack(
+        [
+            np.where(
+                aw > 0,
+                np.bincount(atom_of, weights=fw * fxy[:, i], minlength=n_atoms)
+                / np.where(aw > 0, aw, 1),
+                np.bincount(atom_of, weights=fxy[:, i], minlength=n_atoms) / cnt,
+            )
+            for i in range(2)
+        ]
+    )
+    ae = atom_of[final_edges] if len(final_edges) else np.empty((0, 2), dtype=np.int64)
+    ae = np.sort(ae, axis=1)
+    ae = np.unique(ae[ae[:, 0] != ae[:, 1]], axis=0) if len(ae) else ae
+    ae, _ = connect_components(n_atoms, ae, axy)
+    indptr, indices = to_csr(n_atoms, ae)
+
+    rep_ids = reps["rep_id"].to_list()
+    rep_index = {r: i for i, r in enumerate(rep_ids)}
+    items = _items(final, prov_final, atom_of)
+    locked = _map_locks(locks, items, rep_index, n_atoms)
+    rel_keys, rel_vals = _map_relationships(relationships, items, rep_index, k, mu_bar)
+    prev = _map_previous(previous, items, rep_index, n_atoms)
+
+    homes = np.full((k, 2), np.nan)
+    has_home = reps["home_latitude"].is_not_null().to_numpy()
+    if has_home.any():
+        homes[has_home] = project(
+            reps["home_latitude"].to_numpy()[has_home],
+            reps["home_longitude"].to_numpy()[has_home],
+        )
+    problem = PartitionProblem(
+        weight=aw,
+        providers=ap,
+        xy=axy,
+        indptr=indptr,
+        indices=indices,
+        targets=targets,
+        bases=homes,
+        locked=locked,
+        previous=prev if previous is not None else np.full(n_atoms, -1, dtype=np.int64),
+        relationship_keys=rel_keys,
+        relationship_values=rel_vals,
+        call_hours=settings.visit_frequency_per_quarter * settings.call_minutes / 60.0,
+        travel_hours_per_mile=settings.visit_frequency_per_quarter
+        * settings.circuity
+        / settings.travel_mph,
+    )
+    if previous is not None:
+        params = SearchParams(
+            tolerance=settings.tolerance,
+            secondary_tolerance=settings.secondary_tolerance,
+            balance_weight=0.05,
+            excess_weight=1500.0,
+            margin=0.88,
+            compactness_weight=settings.compactness_weight,
+            relationship_weight=settings.relationship_weight,
+            disruption_weight=settings.disruption_weight,
+            max_rounds=settings.max_iterations,
+            deadline=deadline,
+        )
+        labels, rounds, moves = improve(
+            problem, _start_from_previous(problem, prev, homes), params
+        )
+        start_name = "previous"
+    else:
+        labels, rounds, moves, start_name = _best_fresh_plan(
+            problem, homes, settings, started, deadline
+        )
+        labels = _match_reps(problem, labels, homes)
+    unit_rep = np.array(rep_ids, dtype=object)[labels[atom_of]]
+    unit_assignments = pl.DataFrame(
+        {
+            "unit_id": final["unit_id"],
+            "territory_id": [territory_id(r) for r in unit_rep],
+            "rep_id": unit_rep.tolist(),
+        },
+        schema={"unit_id": pl.Utf8, "territory_id": pl.Utf8, "rep_id": pl.Utf8},
+    ).sort("unit_id")
+    provider_assignments = None
+    if prov_final is not None:
+        provider_assignments = (
+            prov_final.select(
+                "npi", "unit_id", pl.col("weight").alias("opportunity_score")
+            )
+            .join(unit_assignments, on="unit_id", how="left")
+            .select("npi", "unit_id", "territory_id", "rep_id", "opportunity_score")
+            .sort("npi")
+        )
+    final_units = final.select(
+        "unit_id", "weight", "provider_count", "latitude", "longitude", "cbsa_code"
+    )
+    adjacency_out = edges_frame(final["unit_id"], final_edges)
+    territories, metrics = evaluate_plan(
+        final_units,
+        unit_assignments,
+        reps,
+        adjacency_out,
+        providers=prov_final,
+        previous=previous,
+        settings=settings,
+    )
+    metrics.update(split_info)
+    metrics.update(
+        {
+            "atoms": n_atoms,
+            "start": start_name,
+            "iterations": rounds,
+            "moves": moves,
+            "seconds": time.perf_counter() - started,
+            "timed_out": time.perf_counter() > deadline,
+        }
+    )
+    return Plan(
+        unit_assignments,
+        provider_assignments,
+        territories,
+        metrics,
+        final_units,
+        adjacency_out,
+    )
+
+
+def _best_fresh_plan(
+    problem: PartitionProblem,
+    homes: np.ndarray,
+    settings: BalanceSettings,
+    started: float,
+    deadline: float,
+) -> tuple[np.ndarray, int, int, str]:
+    """Run the local search from ``settings.restarts`` starts and keep the best plan.
+
+    The starts are 'bisection' (recursive bisection, regions matched to reps by
+    home distance with the Hungarian method), then 'homes' when reps have homes
+    or locks (region growing from seeds at the homes / locked units), then more
+    bisections whose cutting axes are turned by seeded random angles.
+    Better = fewer disconnected territories, then less excess over the
+    tolerance, then smaller moment of inertia.  The number of starts is fixed,
+    so the result never depends on timing (the time limit only cuts runs short).
+    """
+    params = SearchParams(
+        tolerance=settings.tolerance,
+        secondary_tolerance=settings.secondary_tolerance,
+        compactness_weight=settings.compactness_weight,
+        relationship_weight=settings.relationship_weight,
+        max_rounds=settings.max_iterations,
+    )
+    results = []
+    rng = np.random.default_rng(settings.seed)
+    n_starts = max(1, settings.restarts)
+    use_homes = bool(
+        (~np.isnan(homes).any(axis=1)).any() or (problem.locked >= 0).any()
+    )
+    kinds = ["bisection"] + (["homes"] if use_homes else []) + ["bisection"] * n_starts
+    for i, kind in enumerate(kinds[:n_starts]):
+        now = time.perf_counter()
+        share = (deadline - now) / (n_starts - i)
+        if kind == "bisection":
+            name = f"bisection-{i}"
+            start = _bisection_start(
+                problem, homes, rng if i else None, settings.tolerance
+            )
+        else:
+            name = "homes"
+            start = _homes_start(problem, homes, settings.seed)
+        labels, rounds, moves = improve(
+            problem, start, replace(params, deadline=now + share)
+        )
+        results.append(
+            (
+                _plan_score(problem, labels, settings.tolerance),
+                i,
+                labels,
+                rounds,
+                moves,
+                name,
+            )
+        )
+    best = min(results, key=lambda r: (r[0], r[1]))
+    rounds = sum(r[3] for r in results)
+    moves = sum(r[4] for r in results)
+    return best[2], rounds, moves, best[5]
+
+
+def _match_reps(
+    problem: PartitionProblem, labels: np.ndarray, homes: np.ndarray
+) -> np.ndarray:
+    """Hand the finished regions to reps of equal target by the Hungarian method.
+
+    Cost of giving region j to rep r: home-to-centroid miles / 100 (0 without a
+    home) minus 10 x the related opportunity (share of a target) the rep has in
+    the region.  Reps with locked units keep their region.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    k, tg, w, xy = problem.k, problem.targets, problem.weight, problem.xy
+    tw = np.bincount(labels, weights=w, minlength=k)
+    cent = np.column_stack(
+        [
+            np.bincount(labels, weights=w * xy[:, i], minlength=k)
+            / np.maximum(tw, 1e-12)
+            for i in range(2)
+        ]
+    )
+    rel = np.zeros((k, k))  # rep x region
+    if len(problem.relationship_keys):
+        atom, rep = problem.relationship_keys // k, problem.relationship_keys % k
+        np.add.at(rel, (rep, labels[atom]), problem.relationship_values)
+    fixed = np.zeros(k, dtype=bool)
+    fixed[np.unique(problem.locked[problem.locked >= 0])] = True
+    mapping = np.arange(k)  # region -> rep
+    for value in np.unique(tg):
+        group = np.nonzero((tg == value) & ~fixed)[0]
+        if len(group) < 2:
+            continue
+        dist = np.hypot(
+            *(
+                np.nan_to_num(homes[group])[:, None, :] - cent[group][None, :, :]
+            ).transpose(2, 0, 1)
+        )
+        dist[np.isnan(homes[group]).any(axis=1)] = 0.0
+        cost = dist / 100.0 - 10.0 * rel[np.ix_(group, group)]
+        rows, cols = linear_sum_assignment(cost)
+        mapping[group[cols]] = group[rows]
+    return mapping[labels]
+
+
+def _homes_start(problem: PartitionProblem, homes: np.ndarray, seed: int) -> np.ndarray:
+    seeds = choose_seeds(problem, homes, seed)
+    labels = problem.locked.copy()
+    anchors = homes.copy()
+    for t, s in enumerate(seeds):
+        if s >= 0:
+            labels[s] = t
+            if np.isnan(anchors[t]).any():
+                anchors[t] = problem.xy[s]
+    return grow(problem, labels, np.where(np.isnan(anchors), 0.0, anchors))
+
+
+def _bisection_start(
+    problem: PartitionProblem,
+    homes: np.ndarray,
+    rng: np.random.Generator | None,
+    tolerance: float,
+) -> np.ndarray:
+    """Bisection regions; reps of equal target matched to regions by home distance.
+
+    Atoms that are a territory on their own (at least (1-τ) of a target, e.g.
+    the full parts of a heavy metro) get a territory each first; the remaining
+    graph falls into connected pieces, each given a number of territories in
+    proportion to its weight (largest remainders) and bisected; a piece given
+    none joins its lightest neighbour.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    k, tg, n = problem.k, problem.targets, problem.n
+    order = np.lexsort((np.arange(k), -tg))
+    w = problem.weight
+    mu_bar = float(tg.mean())
+    slots = np.full(n, -1, dtype=np.int64)
+    big = np.nonzero((w >= (1 - tolerance) * mu_bar) & (problem.locked < 0))[0]
+    big = big[np.lexsort((big, -w[big]))][: max(0, k - 1)]
+    slots[big] = order[: len(big)]
+    remaining = order[len(big) :].tolist()
+    rest = slots < 0
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    e = rest[src] & rest[dst]
+    _, comp = connected_components(
+        coo_matrix((np.ones(int(e.sum())), (src[e], dst[e])), shape=(n, n)),
+        directed=False,
+    )
+    ids = np.unique(comp[rest])
+    quota = np.array([w[rest & (comp == c)].sum() / mu_bar for c in ids])
+    alloc = np.zeros(len(ids), dtype=np.int64)
+    for _ in range(len(remaining)):
+        alloc[int(np.argmax(quota - alloc))] += 1
+    pos = 0
+    for c, q in zip(ids.tolist(), alloc.tolist()):
+        if q == 0:
+            continue
+        members = np.nonzero(rest & (comp == c))[0]
+        bisect(
+            problem,
+            np.array(remaining[pos : pos + q]),
+            rng,
+            atoms=members,
+            labels=slots,
+        )
+        pos += q
+    w, xy = problem.weight, problem.xy
+    cent = np.zeros((k, 2))
+    for t in range(k):
+        m = slots == t
+        if m.any():
+            cent[t] = (
+                (xy[m] * w[m, None]).sum(axis=0) / w[m].sum()
+                if w[m].sum() > 0
+                else xy[m].mean(axis=0)
+            )
+    mapping = np.arange(k)
+    for value in np.unique(tg):
+        group = np.nonzero(tg == value)[0]
+        cost = np.hypot(
+            *(
+                np.where(np.isnan(homes[group]), cent[group][:1] * 0, homes[group])[
+                    :, None, :
+                ]
+                - cent[group][None, :, :]
+            ).transpose(2, 0, 1)
+        )
+        cost[np.isnan(homes[group]).any(axis=1)] = 0.0
+        rows, cols = linear_sum_assignment(cost)
+        mapping[group[cols]] = group[rows]  # slot -> rep
+    labels = np.where(slots >= 0, mapping[np.maximum(slots, 0)], -1)
+    labels = np.where(problem.locked >= 0, problem.locked, labels)
+    if (labels < 0).any():
+        anchors = np.zeros_like(cent)
+        anchors[mapping] = cent
+        labels = grow(problem, labels, anchors)
+    return _fill_empty(problem, labels)
+
+
+def _fill_empty(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
+    """Give each territory left without atoms one atom of the fullest territory (kept connected)."""
+    labels = labels.copy()
+    k, w = problem.k, problem.weight
+    nbrs = None
+    for t in range(k):
+        if (labels == t).any():
+            continue
+        if nbrs is None:
+            nbrs = [
+                problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
+                for i in range(problem.n)
+            ]
+        fill = np.bincount(labels, weights=w, minlength=k) / problem.targets
+        for donor in np.argsort(-fill, kind="stable"):
+            members = np.nonzero((labels == donor) & (problem.locked < 0))[0]
+            if (labels == donor).sum() <= 1 or len(members) == 0:
+                continue
+            # the member whose weight is closest to the empty territory's target, if removable
+            for a in members[
+                np.argsort(np.abs(w[members] - problem.targets[t]), kind="stable")
+            ][:50]:
+                if stays_connected(int(a), int(donor), labels, nbrs):
+                    labels[a] = t
+                    break
+            if (labels == t).any():
+                break
+    return labels
+
+
+def _plan_score(
+    problem: PartitionProblem, labels: np.ndarray, tolerance: float
+) -> tuple[int, float, float]:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n, k = problem.n, problem.k
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    same = labels[src] == labels[dst]
+    _, comp = connected_components(
+        coo_matrix((np.ones(int(same.sum())), (src[same], dst[same])), shape=(n, n)),
+        directed=False,
+    )
+    pieces = np.bincount(
+        np.unique(np.column_stack([labels, comp]), axis=0)[:, 0], minlength=k
+    )
+    tw = np.bincount(labels, weights=problem.weight, minlength=k)
+    imbalance = float(np.max(np.abs(tw / problem.targets - 1)))
+    w, xy = problem.weight, problem.xy
+    cx = np.bincount(labels, weights=w * xy[:, 0], minlength=k) / np.maximum(tw, 1e-12)
+    cy = np.bincount(labels, weights=w * xy[:, 1], minlength=k) / np.maximum(tw, 1e-12)
+    inertia = float(
+        (w * ((xy[:, 0] - cx[labels]) ** 2 + (xy[:, 1] - cy[labels]) ** 2)).sum()
+    )
+    return int((pieces > 1).sum()), round(max(0.0, imbalance - tolerance), 6), inertia
+
+
+# --- heavy metro splitting ------------------------------------------------------
+
+
+def _split_heavy(
+    units: pl.DataFrame,
+    prov: pl.DataFrame | None,
+    edges: np.ndarray,
+    mu_bar: float,
+    settings: BalanceSettings,
+    deadline: float,
+) -> tuple[pl.DataFrame, pl.DataFrame | None, np.ndarray, dict]:
+    """Cut metros/units heavier than (1+τ)·mu into the fewest H3-contiguous parts.
+
+    Returns the final units (with base_unit_id and atom_key), providers mapped to
+    final unit ids, final index edges, and counters for the metrics.
+    """
+    capacity = (1 + settings.tolerance) * mu_bar
+    in_metro = pl.col("cbsa_code").is_not_null() & pl.lit(settings.keep_metros_whole)
+    group = (
+        pl.when(in_metro)
+        .then(pl.lit("m:") + pl.col("cbsa_code"))
+        .otherwise(pl.lit("u:") + pl.col("unit_id"))
+    )
+    units = units.with_columns(
+        group.alias("group"), pl.col("unit_id").alias("base_unit_id")
+    )
+    gw = units.group_by("group").agg(pl.col("weight").sum().alias("gw"))
+    units = units.join(gw, on="group", how="left").sort("unit_id")
+    heavy_groups = sorted(
+        units.filter(pl.col("gw") > capacity)["group"].unique().to_list()
+    )
+    info = {
+        "heavy_groups": len(heavy_groups),
+        "heavy_groups_split": 0,
+        "metro_parts": 0,
+    }
+    # default atoms: the group when light; each unit when in an unsplittable heavy group
+    units = units.with_columns(
+        pl.when(pl.col("gw") > capacity)
+        .then(pl.lit("u:") + pl.col("unit_id"))
+        .otherwise(pl.col("group"))
+        .alias("atom_key")
+    )
+    if not heavy_groups or prov is None or not settings.split_heavy_units:
+        out_prov = (
+            prov.select("npi", "unit_id", "latitude", "longitude", "weight")
+            if prov is not None
+            else None
+        )
+        return units.drop("group", "gw"), out_prov, edges, info
+
+    prov = prov.join(units.select("unit_id", "group"), on="unit_id", how="left")
+    piece_rows: list[dict] = []
+    prov_remap: list[pl.DataFrame] = []
+    piece_edges: list[tuple[str, str]] = []
+    replaced: set[str] = set()
+    for g in heavy_groups:
+        gp = prov.filter(pl.col("group") == g).sort("npi")
+        gu = units.filter(pl.col("group") == g)
+        if len(gp) == 0:
+            continue
+        m = float(gu["weight"].sum())
+        p = math.ceil(m / capacity)
+        if m / p < (1 - settings.tolerance) * mu_bar:
+            part_targets = np.array([mu_bar] * (p - 1) + [m - (p - 1) * mu_bar])
+        else:
+            part_targets = np.full(p, m / p)
+        # provider weights scaled so that each unit's providers sum to the unit weight
+        gp = _scaled_provider_weights(gp, gu)
+        cells = _cells(gp, mu_bar * settings.tolerance / 2, settings)
+        gp = gp.with_columns(pl.Series("cell", cells))
+        cg = (
+            gp.group_by("cell")
+            .agg(
+                pl.col("sw").sum().alias("w"),
+                pl.len().alias("n"),
+                ((pl.col("latitude") * pl.col("sw")).sum() / pl.col("sw").sum()).alias(
+                    "lat_w"
+                ),
+                pl.col("latitude").mean().alias("lat_m"),
+                ((pl.col("longitude") * pl.col("sw")).sum() / pl.col("sw").sum()).alias(
+                    "lon_w"
+                ),
+                pl.col("longitude").mean().alias("lon_m"),
+            )
+            .sort("cell")
+        )
+        lat = np.where(
+            cg["w"].to_numpy() > 0,
+            cg["lat_w"].fill_nan(0).to_numpy(),
+            cg["lat_m"].to_numpy(),
+        )
+        lon = np.where(
+            cg["w"].to_numpy() > 0,
+            cg["lon_w"].fill_nan(0).to_numpy(),
+            cg["lon_m"].to_numpy(),
+        )
+        cxy = project(lat, lon)
+        nc = len(cg)
+        ce = delaunay_edges(cxy)
+        if len(ce):
+            length = np.hypot(*(cxy[ce[:, 0]] - cxy[ce[:, 1]]).T)
+            ce = proximity_edges(cxy, max(2.0, 3.0 * float(np.median(length))))
+        cptr, cidx = to_csr(nc, ce)
+        cw = cg["w"].to_numpy()
+        sub = PartitionProblem(
+            weight=cw,
+            providers=cg["n"].to_numpy().astype(float),
+            xy=cxy,
+            indptr=cptr,
+            indices=cidx,
+            targets=part_targets,
+            bases=np.full((p, 2), np.nan),
+            locked=np.full(nc, -1, dtype=np.int64),
+            previous=np.full(nc, -1, dtype=np.int64),
+        )
+        if nc <= p:
+            part_of_cell = np.arange(nc) % p
+        else:
+            # the remainder part (last target) is cut first, at one end of the metro's long axis
+            order = np.array([p - 1, *range(p - 1)])
+            lab = _fill_empty(sub, bisect(sub, order))
+            params = SearchParams(
+                tolerance=settings.tolerance, compactness_weight=0.02, deadline=deadline
+            )
+            part_of_cell, _, _ = improve(sub, lab, params)
+        cell_part = dict(zip(cg["cell"].to_list(), part_of_cell.tolist()))
+        gp = gp.with_columns(
+            pl.col("cell")
+            .replace_strict(cell_part, return_dtype=pl.Int64)
+            .alias("part")
+        )
+        # with whole_metro_parts False the parts' cells are atoms of their own
+        cell_no = {c: i for i, c in enumerate(cg["cell"].to_list())}
+        gp = gp.with_columns(
+            pl.when(pl.lit(not settings.whole_metro_parts))
+            .then(pl.col("cell").replace_strict(cell_no, return_dtype=pl.Int64))
+            .otherwise(-1)
+            .alias("sub")
+        )
+        info["heavy_groups_split"] += 1
+        info["metro_parts"] += len(set(part_of_cell.tolist()))
+        # pieces: (unit, part); a unit cut by the parts becomes '<unit>#<k>'
+        pieces = (
+            gp.group_by("unit_id", "part", "sub")
+            .agg(
+                pl.col("sw").sum().alias("weight"),
+                pl.len().alias("provider_count"),
+                pl.col("latitude").mean().alias("latitude"),
+                pl.col("longitude").mean().alias("longitude"),
+            )
+            .sort("unit_id", "part", "sub")
+            .with_columns(
+                pl.len().over("unit_id").alias("n_parts"),
+                pl.int_range(1, pl.len() + 1).over("unit_id").alias("k"),
+            )
+            .with_columns(
+                pl.when(pl.col("n_parts") > 1)
+                .then(pl.col("unit_id") + pl.lit("#") + pl.col("k").cast(pl.Utf8))
+                .otherwise(pl.col("unit_id"))
+                .alias("piece_id")
+            )
+        )
+        cbsa = gu["cbsa_code"][0]
+        for row in pieces.iter_rows(named=True):
+            piece_rows.append(
+                {
+                    "unit_id": row["piece_id"],
+                    "weight": row["weight"],
+                    "provider_count": row["provider_count"],
+                    "latitude": row["latitude"],
+                    "longitude": row["longitude"],
+                    "cbsa_code": cbsa,
+                    "base_unit_id": row["unit_id"],
+                    "atom_key": f"{g}|part{row['part']:04d}"
+                    + (f"|{row['sub']:06d}" if row["sub"] >= 0 else ""),
+                }
+            )
+        # units of the group without providers join the part of their nearest cell
+        bare = gu.join(pieces.select("unit_id").unique(), on="unit_id", how="anti")
+        for row in bare.iter_rows(named=True):
+            bxy = project(np.array([row["latitude"]]), np.array([row["longitude"]]))[0]
+            part = int(part_of_cell[int(np.argmin(np.hypot(*(cxy - bxy).T)))])
+            piece_rows.append(
+                {
+                    **{
+                        c: row[c]
+                        for c in (
+                            "unit_id",
+                            "weight",
+                            "provider_count",
+                            "latitude",
+                            "longitude",
+                            "cbsa_code",
+                            "base_unit_id",
+                        )
+                    },
+                    "atom_key": f"{g}|part{part:04d}",
+                }
+            )
+        gp = gp.join(
+            pieces.select("unit_id", "part", "sub", "piece_id"),
+            on=["unit_id", "part", "sub"],
+            how="left",
+        )
+        prov_remap.append(gp.select("npi", "piece_id"))
+        replaced.update(gu["unit_id"].to_list())
+        # piece adjacency inside the metro: pieces sharing a cell or in neighbouring cells
+        cp = gp.select("cell", "piece_id").unique().sort("cell", "piece_id")
+        cell_index = {c: i for i, c in enumerate(cg["cell"].to_list())}
+        cp = cp.with_columns(
+            pl.col("cell").replace_strict(cell_index, return_dtype=pl.Int64).alias("ci")
+        )
+        ce_full = (
+            np.vstack(
+                [ce, ce[:, ::-1], np.column_stack([np.arange(nc), np.arange(nc)])]
+            )
+            if len(ce)
+            else np.column_stack([np.arange(nc), np.arange(nc)])
+        )
+        pairs = (
+            pl.DataFrame({"ci": ce_full[:, 0], "cj": ce_full[:, 1]})
+            .join(cp.select("ci", pl.col("piece_id").alias("a")), on="ci")
+            .join(
+                cp.select(pl.col("ci").alias("cj"), pl.col("piece_id").alias("b")),
+                on="cj",
+            )
+            .filter(pl.col("a") < pl.col("b"))
+            .select("a", "b")
+            .unique()
+        )
+        piece_edges.extend(pairs.iter_rows())
+
+    if not replaced:
+        out_prov = prov.select("npi", "unit_id", "latitude", "longitude", "weight")
+        return units.drop("group", "gw"), out_prov, edges, info
+    keep = units.filter(~pl.col("unit_id").is_in(sorted(replaced))).drop("group", "gw")
+    pieces_frame = pl.DataFrame(piece_rows, schema=keep.schema)
+    final = pl.concat([keep, pieces_frame]).sort("unit_id")
+    remap = pl.concat(prov_remap)
+    out_prov = (
+        prov.join(remap, on="npi", how="left")
+        .with_columns(pl.coalesce("piece_id", "unit_id").alias("unit_id"))
+        .select("npi", "unit_id", "latitude", "longitude", "weight")
+        .sort("npi")
+    )
+    final_edges = _final_edges(units, final, edges, piece_edges)
+    return final, out_prov, final_edges, info
+
+
+def _scaled_provider_weights(gp: pl.DataFrame, gu: pl.DataFrame) -> pl.DataFrame:
+    """Column sw: each provider's share of its unit's weight (by weight, else by count)."""
+    tot = gp.group_by("unit_id").agg(
+        pl.col("weight").sum().alias("pw"), pl.len().alias("pn")
+    )
+    return (
+        gp.join(tot, on="unit_id")
+        .join(gu.select("unit_id", pl.col("weight").alias("uw")), on="unit_id")
+        .with_columns(
+            pl.when(pl.col("pw") > 0)
+            .then(pl.col("uw") * pl.col("weight") / pl.col("pw"))
+            .otherwise(pl.col("uw") / pl.col("pn"))
+            .alias("sw")
+        )
+        .drop("pw", "pn", "uw")
+        .sort("npi")
+    )
+
+
+def _cells(gp: pl.DataFrame, limit: float, settings: BalanceSettings) -> list[str]:
+    """H3 cell per provider: ``h3_split_resolution``, heavier cells refined while > limit."""
+    res = settings.h3_split_resolution
+    lat, lon = gp["latitude"].to_list(), gp["longitude"].to_list()
+    given = gp["h3_cell"].to_list()
+    cells = []
+    for la, lo, c in zip(lat, lon, given):
+        if c is not None and h3.is_valid_cell(c) and h3.get_resolution(c) >= res:
+            cells.append(h3.cell_to_parent(c, res))
+        else:
+            cells.append(h3.latlng_to_cell(la, lo, res))
+    sw = gp["sw"].to_numpy()
+    for r in range(res + 1, settings.h3_max_resolution + 1):
+        load: dict[str, float] = {}
+        for c, x in zip(cells, sw):
+            load[c] = load.get(c, 0.0) + x
+        heavy = {c for c, x in load.items() if x > limit}
+        if not heavy:
+            break
+        cells = [
+            h3.latlng_to_cell(la, lo, r) if c in heavy else c
+            for c, la, lo in zip(cells, lat, lon)
+        ]
+    return cells
+
+
+def _final_edges(
+    units: pl.DataFrame, final: pl.DataFrame, edges: np.ndarray, piece_edges: list
+) -> np.ndarray:
+    """Index edges over final units: original edges, a cut unit's edge going to its nearest piece pair."""
+    old_ids = units["unit_id"].to_list()
+    new_ids = final["unit_id"].to_list()
+    new_index = {u: i for i, u in enumerate(new_ids)}
+    fxy = project(final["latitude"].to_numpy(), final["longitude"].to_numpy())
+    pieces_of: dict[str, list[int]] = {}
+    for i, b in enumerate(final["base_unit_id"].to_list()):
+        pieces_of.setdefault(b, []).append(i)
+    out: set[tuple[int, int]] = set()
+    for i, j in edges.tolist():
+        a, b = pieces_of.get(old_ids[i], []), pieces_of.get(old_ids[j], [])
+        if not a or not b:
+            continue
+        if len(a) == 1 and len(b) == 1:
+            pair = (a[0], b[0])
+        else:
+            d = np.hypot(*(fxy[a][:, None, :] - fxy[b][None, :, :]).transpose(2, 0, 1))
+            x, y = np.unravel_index(int(np.argmin(d)), d.shape)
+            pair = (a[x], b[y])
+        if pair[0] != pair[1]:
+            out.add((min(pair), max(pair)))
+    for a, b in piece_edges:
+        i, j = new_index[a], new_index[b]
+        out.add((min(i, j), max(i, j)))
+    e = np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
+    full, _ = connect_components(len(new_ids), e, fxy)
+    return full
+
+
+def _link_metros(final: pl.DataFrame, edges: np.ndarray) -> np.ndarray:
+    """Join the units of each whole metro by their nearest links when they are not adjacent.
+
+    A metro is kept in one territory, so its units must form one region of the
+    unit graph for contiguity to be judged on units: a metro's units cut apart
+    by a non-metro unit are linked across it (they are within the metro anyway).
+    """
+    keys = final["atom_key"].to_list()
+    n = len(keys)
+    grp = np.unique(np.array(keys, dtype=object), return_inverse=True)[1].reshape(-1)
+    metro = np.array([k.startswith("m:") for k in keys])
+    if len(edges) == 0 or not metro.any():
+        return edges
+    inner = edges[(grp[edges[:, 0]] == grp[edges[:, 1]]) & metro[edges[:, 0]]]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = coo_matrix((np.ones(len(inner)), (inner[:, 0], inner[:, 1])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    pairs = np.unique(np.column_stack([grp[metro], comp[metro]]), axis=0)
+    counts = np.bincount(pairs[:, 0], minlength=grp.max() + 1)
+    xy = project(final["latitude"].to_numpy(), final["longitude"].to_numpy())
+    added = []
+    for gi in np.nonzero(counts > 1)[0]:
+        members = np.nonzero((grp == gi) & metro)[0]
+        local = {m: i for i, m in enumerate(members.tolist())}
+        sub = inner[np.isin(inner[:, 0], members)]
+        sub_local = np.array(
+            [[local[a], local[b]] for a, b in sub.tolist()], dtype=np.int64
+        ).reshape(-1, 2)
+        _, add = connect_components(len(members), sub_local, xy[members])
+        added.append(members[add])
+    if not added:
+        return edges
+    return np.unique(np.vstack([edges, *added]), axis=0)
+
+
+# --- constraints ------------------------------------------------------------------
+
+
+def _items(
+    final: pl.DataFrame, prov: pl.DataFrame | None, atom_of: np.ndarray
+) -> dict[str, pl.DataFrame]:
+    """Lookup tables: base unit id / npi -> atom index and weight."""
+    by_unit = final.select(
+        pl.col("base_unit_id").alias("key"),
+        pl.Series("atom", atom_of),
+        pl.col("weight"),
+    )
+    out = {"unit_id": by_unit}
+    if prov is not None:
+        idx = pl.DataFrame({"unit_id": final["unit_id"], "atom": atom_of})
+        out["npi"] = prov.join(idx, on="unit_id").select(
+            pl.col("npi").alias("key"), "atom", "weight"
+        )
+    return out
+
+
+def _keyed(
+    frame: pl.DataFrame, items: dict[str, pl.DataFrame], name: str, extra: list[str]
+) -> pl.DataFrame:
+    """Join a (unit_id | npi, rep_id, ...) frame to atoms; unknown keys raise."""
+    if "unit_id" in frame.columns:
+        col = "unit_id"
+    elif "npi" in frame.columns:
+        col = "npi"
+    else:
+        raise ValueError(f"{name} needs a unit_id or an npi column")
+    if col not in items:
+        raise ValueError(f"{name} is given per npi, so providers are needed")
+    if "rep_id" not in frame.columns:
+        raise ValueError(f"{name} needs a rep_id column")
+    f = frame.select(
+        pl.col(col).cast(pl.Utf8).alias("key"), pl.col("rep_id").cast(pl.Utf8), *extra
+    )
+    unknown = f.join(items[col], on="key", how="anti")
+    if len(unknown):
+        raise ValueError(
+            f"{name} names unknown {col}(s): {unknown['key'].head(5).to_list()}"
+        )
+    return f.join(items[col], on="key")
+
+
+def _map_locks(
+    locks: pl.DataFrame | None, items: dict, rep_index: dict[str, int], n: int
+) -> np.ndarray:
+    locked = np.full(n, -1, dtype=np.int64)
+    if locks is None or len(locks) == 0:
+        return locked
+    f = _keyed(locks, items, "locks", [])
+    bad = f.filter(~pl.col("rep_id").is_in(list(rep_index)))
+    if len(bad):
+        raise ValueError(
+            f"locks name unknown rep_id(s): {bad['rep_id'].unique().to_list()[:5]}"
+        )
+    per_atom = f.select("atom", "rep_id").unique().sort("atom", "rep_id")
+    clash = per_atom.filter(pl.col("atom").is_duplicated())
+    if len(clash):
+        keys = (
+            f.filter(pl.col("atom").is_in(clash["atom"].implode()))["key"]
+            .head(5)
+            .to_list()
+        )
+        raise ValueError(
+            f"locks pin one indivisible unit/metro to several reps (e.g. {keys})"
+        )
+    for a, r in per_atom.iter_rows():
+        locked[a] = rep_index[r]
+    return locked
+
+
+def _map_relationships(
+    rel: pl.DataFrame | None,
+    items: dict,
+    rep_index: dict[str, int],
+    k: int,
+    mu_bar: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    if rel is None or len(rel) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    if "strength" not in rel.columns:
+        raise ValueError("relationships need a strength column")
+    f = _keyed(rel, items, "relationships", [pl.col("strength").cast(pl.Float64)])
+    if f["strength"].null_count() or ((f["strength"] < 0) | (f["strength"] > 1)).any():
+        raise ValueError("relationships.strength must be within [0, 1]")
+    f = f.filter(
+        pl.col("rep_id").is_in(list(rep_index))
+    )  # relationships with departed reps no longer matter
+    if len(f) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    f = f.with_columns(
+        pl.col("rep_id").replace_strict(rep_index, return_dtype=pl.Int64).alias("t")
+    )
+    agg = (
+        f.group_by("atom", "t")
+        .agg((pl.col("strength") * pl.col("weight")).sum().alias("v"))
+        .with_columns((pl.col("atom") * k + pl.col("t")).alias("key"))
+        .sort("key")
+    )
+    return agg["key"].to_numpy().astype(np.int64), agg["v"].to_numpy() / mu_bar
+
+
+def _map_previous(
+    prev: pl.DataFrame | None, items: dict, rep_index: dict[str, int], n: int
+) -> np.ndarray:
+    """Previous territory per atom: the rep holding most of its weight (-1: departed or unknown)."""
+    out = np.full(n, -1, dtype=np.int64)
+    if prev is None or len(prev) == 0:
+        return out
+    col = "npi" if "npi" in prev.columns else "unit_id"
+    if col not in prev.columns or "rep_id" not in prev.columns:
+        raise ValueError("previous needs (npi, rep_id) or (unit_id, rep_id)")
+    if col not in items:
+        raise ValueError("previous is given per npi, so providers are needed")
+    f = prev.select(
+        pl.col(col).cast(pl.Utf8).alias("key"), pl.col("rep_id").cast(pl.Utf8)
+    ).join(items[col], on="key")
+    best = (
+        f.group_by("atom", "rep_id")
+        .agg(pl.col("weight").sum().alias("w"), pl.len().alias("c"))
+        .sort(["atom", "w", "c", "rep_id"], descending=[False, True, True, False])
+        .group_by("atom", maintain_order=True)
+        .first()
+    )
+    for a, r in best.select("atom", "rep_id").iter_rows():
+        out[a] = rep_index.get(r, -1)
+    return out
+
+
+def _start_from_previous(
+    problem: PartitionProblem, prev: np.ndarray, homes: np.ndarray
+) -> np.ndarray:
+    """Previous labels, locks applied, new reps seeded near home, orphans grown into neighbours."""
+    labels = np.where(problem.locked >= 0, problem.locked, prev)
+    k, xy, w = problem.k, problem.xy, problem.weight
+    nbrs = [
+        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
+        for i in range(problem.n)
+    ]
+    present = np.bincount(labels[labels >= 0], minlength=k) > 0
+    for t in np.nonzero(~present)[0]:
+        if np.isnan(homes[t]).any():  # no home: start inside the heaviest territory
+            tw = (
+                np.bincount(labels[labels >= 0], weights=w[labels >= 0], minlength=k)
+                / problem.targets
+            )
+            heavy = int(np.argmax(tw))
+            members = labels == heavy
+            ref = (xy[members] * w[members, None]).sum(axis=0) / max(
+                w[members].sum(), 1e-12
+            )
+        else:
+            ref = homes[t]
+        order = np.argsort(np.hypot(*(xy - ref).T), kind="stable")
+        for a in order[:200]:
+            if problem.locked[a] >= 0:
+                continue
+            if labels[a] >= 0 and (
+                np.sum(labels == labels[a]) <= 1
+                or not stays_connected(int(a), int(labels[a]), labels, nbrs)
+            ):
+                continue
+            labels[a] = t
+            break
+    anchors = np.zeros((k, 2))
+    for t in range(k):
+        m = labels == t
+        if m.any():
+            anchors[t] = (
+                (xy[m] * w[m, None]).sum(axis=0) / w[m].sum()
+                if w[m].sum() > 0
+                else xy[m].mean(axis=0)
+            )
+    return grow(problem, labels, anchors)

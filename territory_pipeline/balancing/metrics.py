@@ -1,0 +1,471 @@
+"""Evaluation of any territory plan (engine, greedy, or a peer's labels) with one code path.
+
+Measures (per territory, then plan-wide):
+
+* deviation (w_k - mu_k) / mu_k with mu_k = W x capacity_k / sum(capacity);
+  imbalance = max |deviation|; max_min_ratio and cv of w_k / mu_k.
+* provider_imbalance, workload_imbalance: the same for provider counts and
+  workload, against capacity-proportional shares of their totals.
+* workload hours per quarter = sum over providers of visits x (call hours +
+  one-way travel hours from the rep base), travel = great-circle miles x
+  circuity / mph.  The base is the rep's home, else the territory's
+  opportunity-weighted centroid.  mean/max_travel_miles use the same road
+  estimate (great-circle x circuity).
+* compactness_mean_miles: opportunity-weighted mean great-circle distance from
+  each provider (or unit centroid when no providers) to its territory's
+  opportunity-weighted centroid; inertia_sq_miles: the weighted mean of the
+  squared distance (the moment of inertia per unit of opportunity).
+* metro_splits: metros (cbsa_code) whose units span more than one territory;
+  metros_split_beyond_bound: those split although lighter than (1+τ)·mean mu,
+  or split into more territories than ceil(M / ((1+τ)·mean mu)).
+* granularity_bound / best_partition_bound: see :mod:`.bounds`; gap =
+  imbalance - granularity_bound, partition_gap = imbalance - best_partition_bound.
+* disruption (when ``previous`` is given): moved_opportunity_share,
+  moved_provider_share, least_move_share (:func:`.bounds.least_move` over
+  the same rows) and disruption_ratio = moved / least (None when least is 0);
+  least_move_flow_share / disruption_ratio_flow: the same against the
+  contiguous estimate of :func:`.bounds.least_move_flow` (weight may only pass
+  between neighbouring territories of the previous plan).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .bounds import best_partition_bound, granularity_bound, least_move, least_move_flow
+from .geometry import haversine_miles, hull_area, project
+from .inputs import territory_id
+from .model import BalanceSettings
+
+TERRITORY_COLUMNS = (
+    "territory_id",
+    "rep_id",
+    "rep_name",
+    "opportunity_score",
+    "target_score",
+    "deviation",
+    "provider_count",
+    "workload_hours",
+    "unit_count",
+    "metro_count",
+    "split_metro_count",
+    "mean_travel_miles",
+    "max_travel_miles",
+    "area_sq_miles",
+    "is_contiguous",
+    "base_latitude",
+    "base_longitude",
+)
+
+_SPLIT_SUFFIX = r"#\d+$"
+
+
+def evaluate_plan(
+    units: pl.DataFrame,
+    unit_assignments: pl.DataFrame,
+    reps: pl.DataFrame,
+    adjacency: pl.DataFrame,
+    providers: pl.DataFrame | None = None,
+    previous: pl.DataFrame | None = None,
+    settings: BalanceSettings = BalanceSettings(),
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Territory table and plan metrics for an assignment of ``units`` to reps.
+
+    units: unit_id, weight, provider_count, latitude, longitude, cbsa_code.
+    unit_assignments: unit_id, rep_id (territory_id optional); every unit once.
+    reps: rep_id, rep_name, home_latitude, home_longitude, capacity.
+    adjacency: unit_id, neighbor_unit_id (contiguity is judged on it).
+    providers: npi, unit_id, latitude, longitude, weight (optional; finer travel/area).
+    previous: (npi, rep_id) or (unit_id, rep_id) of an earlier plan (optional).
+    """
+    from .inputs import normalize_reps, normalize_units
+
+    units = normalize_units(units)
+    reps = normalize_reps(reps)
+    asg = unit_assignments.select(
+        pl.col("unit_id").cast(pl.Utf8), pl.col("rep_id").cast(pl.Utf8)
+    )
+    if asg["unit_id"].is_duplicated().any():
+        raise ValueError("unit_assignments lists a unit more than once")
+    missing = units.join(asg, on="unit_id", how="anti")
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} unit(s) have no assignment, e.g. {missing['unit_id'].head(3).to_list()}"
+        )
+    unknown = asg.filter(~pl.col("rep_id").is_in(reps["rep_id"].implode()))
+    if len(unknown):
+        raise ValueError(
+            f"unit_assignments name unknown rep_id(s): {unknown['rep_id'].unique().head(3).to_list()}"
+        )
+    k = len(reps)
+    rep_ids = reps["rep_id"].to_list()
+    rep_index = {r: i for i, r in enumerate(rep_ids)}
+    u = units.join(asg, on="unit_id", how="left").sort("unit_id")
+    lab = np.array([rep_index[r] for r in u["rep_id"].to_list()], dtype=np.int64)
+    w = u["weight"].to_numpy()
+    pc = u["provider_count"].to_numpy().astype(float)
+    cap = reps["capacity"].to_numpy()
+    total = float(w.sum())
+    mu = total * cap / cap.sum()
+    tw = np.bincount(lab, weights=w, minlength=k)
+    tp = np.bincount(lab, weights=pc, minlength=k)
+    dev = (tw - mu) / mu
+
+    # points: providers when given, else unit centroids weighted by provider count
+    if providers is not None and len(providers):
+        pts = providers.select(
+            pl.col("unit_id").cast(pl.Utf8),
+            "latitude",
+            "longitude",
+            pl.col("weight").cast(pl.Float64),
+        ).join(u.select("unit_id", "rep_id"), on="unit_id", how="left")
+        if pts["rep_id"].null_count():
+            raise ValueError("providers reference units that are not in units")
+        plab = np.array([rep_index[r] for r in pts["rep_id"].to_list()], dtype=np.int64)
+        plat, plon = pts["latitude"].to_numpy(), pts["longitude"].to_numpy()
+        pw, pcount = pts["weight"].to_numpy(), np.ones(len(pts))
+    else:
+        plab, plat, plon = lab, u["latitude"].to_numpy(), u["longitude"].to_numpy()
+        pw, pcount = w, pc
+    cw = np.bincount(plab, weights=pw, minlength=k)
+    cn = np.bincount(plab, weights=np.ones(len(plab)), minlength=k)
+    safe = np.where(cw > 0, cw, 1.0)
+    clat = np.where(
+        cw > 0,
+        np.bincount(plab, weights=pw * plat, minlength=k) / safe,
+        np.bincount(plab, weights=plat, minlength=k) / np.maximum(cn, 1),
+    )
+    clon = np.where(
+        cw > 0,
+        np.bincount(plab, weights=pw * plon, minlength=k) / safe,
+        np.bincount(plab, weights=plon, minlength=k) / np.maximum(cn, 1),
+    )
+    hlat, hlon = reps["home_latitude"].to_numpy(), reps["home_longitude"].to_numpy()
+    has_home = ~np.isnan(hlat.astype(float))
+    blat = np.where(has_home, hlat, clat)
+    blon = np.where(has_home, hlon, clon)
+    road = haversine_miles(plat, plon, blat[plab], blon[plab]) * settings.circuity
+    visits = settings.visit_frequency_per_quarter
+    hours = (
+        pcount * visits * (settings.call_minutes / 60.0 + road / settings.travel_mph)
+    )
+    twl = np.bincount(plab, weights=hours, minlength=k)
+    travel_sum = np.bincount(plab, weights=road * pcount, minlength=k)
+    mean_travel = np.where(
+        tp > 0,
+        travel_sum / np.maximum(np.bincount(plab, weights=pcount, minlength=k), 1e-12),
+        0.0,
+    )
+    max_travel = np.zeros(k)
+    np.maximum.at(max_travel, plab, np.where(pcount > 0, road, 0.0))
+    dcen = haversine_miles(plat, plon, clat[plab], clon[plab])
+    wsum = max(float(pw.sum()), 1e-12)
+    compact_mean = float((pw * dcen).sum() / wsum)
+    inertia = float((pw * dcen**2).sum() / wsum)
+
+    xy = project(plat, plon)
+    order = np.argsort(plab, kind="stable")
+    bounds = np.searchsorted(plab[order], np.arange(k + 1))
+    area = np.array([hull_area(xy[order[bounds[t] : bounds[t + 1]]]) for t in range(k)])
+
+    contiguous = _contiguity(u["unit_id"], lab, adjacency, k)
+
+    # metros
+    metro = u.select("cbsa_code", "weight").with_columns(pl.Series("t", lab))
+    metro = metro.filter(pl.col("cbsa_code").is_not_null())
+    cap_w = (1 + settings.tolerance) * float(mu.mean())
+    per_metro = metro.group_by("cbsa_code").agg(
+        pl.col("weight").sum().alias("m"), pl.col("t").n_unique().alias("parts")
+    )
+    split = per_metro.filter(pl.col("parts") > 1)
+    beyond = split.filter(
+        (pl.col("m") <= cap_w) | (pl.col("parts") > (pl.col("m") / cap_w).ceil())
+    )
+    split_codes = set(split["cbsa_code"].to_list())
+    metro_count = np.zeros(k, dtype=np.int64)
+    split_count = np.zeros(k, dtype=np.int64)
+    for code, t in metro.select("cbsa_code", "t").unique().iter_rows():
+        metro_count[t] += 1
+        split_count[t] += code in split_codes
+
+    territories = pl.DataFrame(
+        {
+            "territory_id": [territory_id(r) for r in rep_ids],
+            "rep_id": rep_ids,
+            "rep_name": reps["rep_name"].to_list(),
+            "opportunity_score": tw,
+            "target_score": mu,
+            "deviation": dev,
+            "provider_count": tp.round().astype(np.int64),
+            "workload_hours": twl,
+            "unit_count": np.bincount(lab, minlength=k).astype(np.int64),
+            "metro_count": metro_count,
+            "split_metro_count": split_count,
+            "mean_travel_miles": mean_travel,
+            "max_travel_miles": max_travel,
+            "area_sq_miles": area,
+            "is_contiguous": contiguous,
+            "base_latitude": blat.astype(float),
+            "base_longitude": blon.astype(float),
+        },
+        schema_overrides={"rep_name": pl.Utf8},
+    ).select(TERRITORY_COLUMNS)
+
+    ratio = tw / mu
+    share = cap / cap.sum()
+    ptarget, wtarget = share * tp.sum(), share * twl.sum()
+    gb = granularity_bound(w, mu)
+    bb = best_partition_bound(w, mu)
+    imbalance = float(np.max(np.abs(dev)))
+    disconnected = int((~contiguous).sum())
+    metrics: dict[str, Any] = {
+        "territories": k,
+        "units": len(u),
+        "imbalance": imbalance,
+        "max_min_ratio": float(ratio.max() / ratio.min())
+        if ratio.min() > 0
+        else math.inf,
+        "cv": float(ratio.std() / ratio.mean()),
+        "provider_imbalance": float(
+            np.max(np.abs(tp - ptarget) / np.maximum(ptarget, 1e-12))
+        ),
+        "workload_imbalance": float(
+            np.max(np.abs(twl - wtarget) / np.maximum(wtarget, 1e-12))
+        ),
+        "granularity_bound": gb,
+        "best_partition_bound": bb,
+        "gap": imbalance - gb,
+        "partition_gap": imbalance - bb,
+        "compactness_mean_miles": compact_mean,
+        "inertia_sq_miles": inertia,
+        "mean_travel_miles": float((road * pcount).sum() / max(pcount.sum(), 1e-12)),
+        "max_travel_miles": float(max_travel.max()),
+        "metro_splits": len(split),
+        "metros_split_beyond_bound": len(beyond),
+        "disconnected_territories": disconnected,
+        "feasible": bool(imbalance <= settings.tolerance + 1e-9 and disconnected == 0),
+    }
+    metrics.update(
+        _disruption(u, lab, reps, mu, providers, previous, adjacency, settings)
+    )
+    metrics["explanation"] = _explain(metrics, u, w, mu, settings)
+    return territories, metrics
+
+
+def _contiguity(
+    unit_ids: pl.Series, lab: np.ndarray, adjacency: pl.DataFrame, k: int
+) -> np.ndarray:
+    n = len(lab)
+    index = pl.DataFrame({"unit_id": unit_ids, "i": np.arange(n)})
+    e = (
+        adjacency.select(
+            pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
+        )
+        .join(index, on="unit_id")
+        .join(
+            index.rename({"unit_id": "neighbor_unit_id", "i": "j"}),
+            on="neighbor_unit_id",
+        )
+    )
+    i, j = e["i"].to_numpy(), e["j"].to_numpy()
+    same = lab[i] == lab[j]
+    g = coo_matrix((np.ones(int(same.sum())), (i[same], j[same])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    pairs = np.unique(np.column_stack([lab, comp]), axis=0)
+    per_territory = np.bincount(pairs[:, 0], minlength=k)
+    return per_territory <= 1
+
+
+def _disruption(
+    u: pl.DataFrame,
+    lab: np.ndarray,
+    reps: pl.DataFrame,
+    mu: np.ndarray,
+    providers: pl.DataFrame | None,
+    previous: pl.DataFrame | None,
+    adjacency: pl.DataFrame,
+    settings: BalanceSettings,
+) -> dict[str, Any]:
+    if previous is None:
+        return {}
+    rep_ids = reps["rep_id"].to_list()
+    rep_index = {r: i for i, r in enumerate(rep_ids)}
+    now = u.select("unit_id", "weight", "provider_count").with_columns(
+        pl.Series("new", lab)
+    )
+    if "npi" in previous.columns:
+        if providers is None:
+            raise ValueError(
+                "previous is given per npi, so providers are needed to compare"
+            )
+        prev = previous.select(
+            pl.col("npi").cast(pl.Utf8),
+            pl.col("rep_id").cast(pl.Utf8).alias("prev_rep"),
+        )
+        rows = (
+            providers.select(
+                pl.col("npi").cast(pl.Utf8),
+                pl.col("unit_id").cast(pl.Utf8),
+                pl.col("weight").cast(pl.Float64),
+            )
+            .join(prev, on="npi", how="inner")
+            .join(now.select("unit_id", "new"), on="unit_id")
+            .with_columns(pl.lit(1.0).alias("count"))
+        )
+    elif "unit_id" in previous.columns:
+        prev = previous.select(
+            pl.col("unit_id").cast(pl.Utf8).alias("base_unit"),
+            pl.col("rep_id").cast(pl.Utf8).alias("prev_rep"),
+        )
+        rows = (
+            now.with_columns(
+                pl.col("unit_id").str.replace(_SPLIT_SUFFIX, "").alias("base_unit")
+            )
+            .join(prev, on="base_unit", how="inner")
+            .rename({"provider_count": "count"})
+            .with_columns(pl.col("count").cast(pl.Float64))
+        )
+    else:
+        raise ValueError("previous needs an npi or a unit_id column, and rep_id")
+    if len(rows) == 0:
+        return {
+            "moved_opportunity_share": 0.0,
+            "moved_provider_share": 0.0,
+            "least_move_share": 0.0,
+            "disruption_ratio": None,
+        }
+    prev_idx = np.array(
+        [
+            rep_index.get(r, -1) if r is not None else -1
+            for r in rows["prev_rep"].to_list()
+        ]
+    )
+    new_idx = rows["new"].to_numpy()
+    rw, rc = rows["weight"].to_numpy(), rows["count"].to_numpy()
+    moved = prev_idx != new_idx
+    wt, ct = max(rw.sum(), 1e-12), max(rc.sum(), 1e-12)
+    kept = prev_idx >= 0
+    k = len(rep_ids)
+    start = np.bincount(prev_idx[kept], weights=rw[kept], minlength=k)
+    scaled_mu = mu / mu.sum() * rw.sum()
+    least = least_move(start, float(rw[~kept].sum()), scaled_mu, settings.tolerance)
+    moved_w = float(rw[moved].sum())
+    flow = _least_move_flow(
+        rows, u, reps, rep_index, scaled_mu, adjacency, settings.tolerance
+    )
+    return {
+        "moved_opportunity_share": float(moved_w / wt),
+        "moved_provider_share": float(rc[moved].sum() / ct),
+        "least_move_share": float(least / wt),
+        "disruption_ratio": (moved_w / least) if least > 0 else None,
+        "least_move_flow_share": float(flow / wt) if flow is not None else None,
+        "disruption_ratio_flow": (moved_w / flow) if flow else None,
+    }
+
+
+def _least_move_flow(
+    rows: pl.DataFrame,
+    u: pl.DataFrame,
+    reps: pl.DataFrame,
+    rep_index: dict[str, int],
+    mu: np.ndarray,
+    adjacency: pl.DataFrame,
+    tolerance: float,
+) -> float | None:
+    """Contiguous least-move estimate (:func:`.bounds.least_move_flow`) on the previous plan's territory graph."""
+    k = len(rep_index)
+    per_unit = (
+        rows.group_by("unit_id", "prev_rep")
+        .agg(pl.col("weight").sum().alias("w"))
+        .sort(["unit_id", "w", "prev_rep"], descending=[False, True, False])
+        .group_by("unit_id", maintain_order=True)
+        .first()
+    )
+    departed = sorted(
+        {
+            r
+            for r in per_unit["prev_rep"].to_list()
+            if r is not None and r not in rep_index
+        }
+    )
+    node = {**rep_index, **{r: k + i for i, r in enumerate(departed)}}
+    unit_node = {
+        a: node[r]
+        for a, r in per_unit.select("unit_id", "prev_rep").iter_rows()
+        if r is not None
+    }
+    n = k + len(departed)
+    w_node = np.zeros(n)
+    np.add.at(
+        w_node,
+        [node[r] for r in rows["prev_rep"].to_list() if r is not None],
+        [
+            x
+            for x, r in zip(rows["weight"].to_list(), rows["prev_rep"].to_list())
+            if r is not None
+        ],
+    )
+    pairs = set()
+    for a, b in adjacency.select("unit_id", "neighbor_unit_id").iter_rows():
+        x, y = unit_node.get(a), unit_node.get(b)
+        if x is not None and y is not None and x != y:
+            pairs.add((min(x, y), max(x, y)))
+    # a new rep has no previous territory: it borders the one holding the unit nearest its home
+    ulat, ulon = u["latitude"].to_numpy(), u["longitude"].to_numpy()
+    uids = u["unit_id"].to_list()
+    for t, (hl, ho) in enumerate(
+        reps.select("home_latitude", "home_longitude").iter_rows()
+    ):
+        if w_node[t] > 0:
+            continue
+        if hl is not None:
+            order = np.argsort(
+                (ulat - hl) ** 2 + ((ulon - ho) * np.cos(np.radians(hl))) ** 2
+            )
+            host = next(
+                (unit_node[uids[i]] for i in order if uids[i] in unit_node), None
+            )
+        else:
+            host = int(np.argmax(w_node[:k] / mu))
+        if host is not None and host != t:
+            pairs.add((min(t, host), max(t, host)))
+    sources = np.where(np.arange(n) >= k, w_node, 0.0)
+    return least_move_flow(w_node[:k], mu, tolerance, np.array(sorted(pairs)), sources)
+
+
+def _explain(
+    metrics: dict[str, Any],
+    u: pl.DataFrame,
+    w: np.ndarray,
+    mu: np.ndarray,
+    s: BalanceSettings,
+) -> str:
+    tol = s.tolerance
+    heavy = int(np.argmax(w))
+    parts = []
+    if metrics["granularity_bound"] > tol + 1e-12:
+        parts.append(
+            f"±{tol:.0%} is infeasible with these units: the heaviest unit {u['unit_id'][heavy]!r} weighs "
+            f"{w[heavy] / mu.max():.2f}× the largest target, and the pigeonhole bound over the heaviest units "
+            f"forces an imbalance of at least {metrics['granularity_bound']:.1%}; split heavy units (finer H3 cells) "
+            f"or use fewer territories."
+        )
+    elif metrics["imbalance"] > tol + 1e-12:
+        parts.append(
+            f"imbalance {metrics['imbalance']:.1%} exceeds ±{tol:.0%} although the unit weights allow "
+            f"{metrics['granularity_bound']:.1%} (best non-geographic partition found: "
+            f"{metrics['best_partition_bound']:.1%}); contiguity, whole metros, locks or the time limit held it back."
+        )
+    else:
+        parts.append(f"every territory is within ±{tol:.0%} of its target.")
+    if metrics["disconnected_territories"]:
+        parts.append(
+            f"{metrics['disconnected_territories']} territory(ies) are not one connected region."
+        )
+    return " ".join(parts)

@@ -1,0 +1,746 @@
+"""Core graph partitioner: seeded region growing, then boundary-move local search.
+
+Works on plain numpy arrays so that the engine can use it both for the main
+balancing (atoms = whole metros, units, metro parts) and for cutting a heavy
+metro into parts along its H3 cells.
+
+Objective minimised by the local search, summed over territories k (d_k is the
+signed relative deviation (w_k - mu_k) / mu_k):
+
+    balance_weight * d_k^2 + excess_weight * max(0, |d_k| - margin * tau)^2
+  + secondary_weight * (max(0, |p_k| - margin2 * tau2)^2 + max(0, |h_k| - margin2 * tau2)^2)
+
+with p_k, h_k the provider-count and workload deviations, plus per-atom terms:
+compactness (weight x squared distance to the territory centroid, scaled by
+the mean squared radius), relationship loss and disruption (weight of atoms
+leaving their previous territory).  A move takes a boundary atom from its
+territory A to an adjacent territory B; it is applied only if the exact change
+of the objective is negative and A stays connected (A's neighbours of the atom
+still reach each other without it).  Every applied move strictly lowers the
+objective, so the search terminates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+_EPS = 1e-12
+
+
+@dataclass
+class PartitionProblem:
+    """A weighted graph to cut into K connected territories with given targets."""
+
+    weight: np.ndarray  # (n,) opportunity
+    providers: np.ndarray  # (n,) provider counts (float)
+    xy: np.ndarray  # (n, 2) projected miles
+    indptr: np.ndarray
+    indices: np.ndarray
+    targets: np.ndarray  # (K,) opportunity targets
+    bases: np.ndarray  # (K, 2) rep bases (projected), NaN when unknown
+    locked: np.ndarray  # (n,) territory index or -1
+    previous: np.ndarray  # (n,) previous territory index or -1
+    relationship_keys: np.ndarray = field(
+        default_factory=lambda: np.empty(0, dtype=np.int64)
+    )  # atom*K+k, sorted
+    relationship_values: np.ndarray = field(
+        default_factory=lambda: np.empty(0)
+    )  # strength x weight / mean target
+    call_hours: float = 0.0  # visits x call time per provider
+    travel_hours_per_mile: float = 0.0  # visits x circuity / mph per provider
+
+    @property
+    def n(self) -> int:
+        return len(self.weight)
+
+    @property
+    def k(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Weights of the local-search objective (see module docstring)."""
+
+    tolerance: float = 0.05
+    secondary_tolerance: float = 0.15
+    balance_weight: float = 1.0
+    excess_weight: float = 50.0
+    margin: float = 0.5
+    secondary_weight: float = 0.3
+    secondary_margin: float = 0.8
+    compactness_weight: float = 0.05
+    relationship_weight: float = 0.5
+    disruption_weight: float = 0.0
+    max_rounds: int = 5000
+    stall_rounds: int = 25  # stop after this many rounds without a new best objective
+    deadline: float = math.inf  # time.perf_counter() value
+
+
+def choose_seeds(problem: PartitionProblem, homes: np.ndarray, seed: int) -> np.ndarray:
+    """One seed atom per territory (-1 when there are fewer atoms than territories).
+
+    A territory with locked atoms is seeded at its locked atom nearest its home;
+    a rep with a home at the nearest free atom; the others at the atoms nearest
+    the remaining centres of a weighted k-means (seeded, so deterministic).
+    """
+    from sklearn.cluster import KMeans
+
+    n, k = problem.n, problem.k
+    seeds = np.full(k, -1, dtype=np.int64)
+    used = np.zeros(n, dtype=bool)
+    used[problem.locked >= 0] = True
+    tree = cKDTree(problem.xy)
+    has_home = ~np.isnan(homes).any(axis=1)
+    for t in range(k):
+        own = np.nonzero(problem.locked == t)[0]
+        if len(own):
+            ref = homes[t] if has_home[t] else problem.xy[own].mean(axis=0)
+            seeds[t] = own[np.argmin(np.hypot(*(problem.xy[own] - ref).T))]
+
+    def nearest_free(point: np.ndarray) -> int:
+        kq = min(n, 16)
+        while True:
+            _, idx = tree.query(point, k=kq)
+            for i in np.atleast_1d(idx):
+                if i < n and not used[i]:
+                    return int(i)
+            if kq >= n:
+                return -1
+            kq = min(n, kq * 4)
+
+    for t in range(k):
+        if seeds[t] < 0 and has_home[t]:
+            s = nearest_free(homes[t])
+            if s >= 0:
+                seeds[t], used[s] = s, True
+    todo = [t for t in range(k) if seeds[t] < 0]
+    if todo and (~used).any():
+        free = np.nonzero(~used)[0]
+        m = min(k, len(free))
+        w = problem.weight[free]
+        km = KMeans(n_clusters=m, n_init=1, max_iter=60, random_state=seed)
+        km.fit(problem.xy[free], sample_weight=w if w.sum() > 0 else None)
+        centres = [c for c in km.cluster_centers_]
+        placed = [problem.xy[seeds[t]] for t in range(k) if seeds[t] >= 0]
+        for p in placed:  # drop the centre each existing seed already covers
+            if len(centres) <= len(todo):
+                break
+            d = [float(np.hypot(*(c - p))) for c in centres]
+            centres.pop(int(np.argmin(d)))
+        for t, c in zip(todo, centres):
+            s = nearest_free(c)
+            if s >= 0:
+                seeds[t], used[s] = s, True
+    return seeds
+
+
+def grow(
+    problem: PartitionProblem, labels: np.ndarray, anchors: np.ndarray
+) -> np.ndarray:
+    """Balanced multi-source region growing from the assigned atoms of ``labels``.
+
+    The territory with the lowest fill (w_k / mu_k) always grows next, taking
+    its unassigned frontier atom nearest its anchor point.  Returns new labels
+    where every atom reachable from a territory is assigned.
+    """
+    labels = labels.copy()
+    k = problem.k
+    w, xy, indptr, indices = problem.weight, problem.xy, problem.indptr, problem.indices
+    tw = np.bincount(labels[labels >= 0], weights=w[labels >= 0], minlength=k).astype(
+        float
+    )
+    heaps: list[list[tuple[float, int]]] = [[] for _ in range(k)]
+    assigned = np.nonzero(labels >= 0)[0]
+    for u in assigned:
+        t = labels[u]
+        for v in indices[indptr[u] : indptr[u + 1]]:
+            if labels[v] < 0:
+                heaps[t].append((float(np.hypot(*(xy[v] - anchors[t]))), int(v)))
+    for h in heaps:
+        heapq.heapify(h)
+    tg = problem.targets
+    order = [
+        (tw[t] / tg[t] if tg[t] > 0 else math.inf, t) for t in range(k) if heaps[t]
+    ]
+    heapq.heapify(order)
+    while order:
+        _, t = heapq.heappop(order)
+        h = heaps[t]
+        while h and labels[h[0][1]] >= 0:
+            heapq.heappop(h)
+        if not h:
+            continue
+        _, u = heapq.heappop(h)
+        labels[u] = t
+        tw[t] += w[u]
+        ax, ay = anchors[t]
+        for v in indices[indptr[u] : indptr[u + 1]]:
+            if labels[v] < 0:
+                heapq.heappush(h, (math.hypot(xy[v, 0] - ax, xy[v, 1] - ay), int(v)))
+        heapq.heappush(order, (tw[t] / tg[t] if tg[t] > 0 else math.inf, t))
+    return labels
+
+
+class _State:
+    """Incremental bookkeeping of territory totals for the local search."""
+
+    def __init__(
+        self, problem: PartitionProblem, labels: np.ndarray, params: SearchParams
+    ):
+        self.p = problem
+        self.params = params
+        self.labels = labels
+        k = problem.k
+        self.tw = np.bincount(labels, weights=problem.weight, minlength=k).astype(float)
+        self.tp = np.bincount(labels, weights=problem.providers, minlength=k).astype(
+            float
+        )
+        self.count = np.bincount(labels, minlength=k)
+        total_w = problem.weight.sum()
+        share = problem.targets / total_w if total_w > 0 else np.full(k, 1.0 / k)
+        self.share = share
+        self.ptarget = share * problem.providers.sum()
+        self.mu_bar = float(problem.targets.mean()) or 1.0
+        self.use_secondary = problem.providers.sum() > 0 and params.secondary_weight > 0
+        self.refresh()
+        d2 = ((problem.xy - self.centres[labels]) ** 2).sum(axis=1)
+        r2 = float((d2 * problem.weight).sum() / max(total_w, _EPS))
+        self.r2 = r2 if r2 > 0 else 1.0
+
+    def refresh(self) -> None:
+        """Recompute centroids, bases and workload totals (once per round)."""
+        p, labels, k = self.p, self.labels, self.p.k
+        wsum = np.bincount(labels, weights=p.weight, minlength=k)
+        cnt = np.maximum(np.bincount(labels, minlength=k), 1)
+        cx = np.bincount(labels, weights=p.weight * p.xy[:, 0], minlength=k)
+        cy = np.bincount(labels, weights=p.weight * p.xy[:, 1], minlength=k)
+        ux = np.bincount(labels, weights=p.xy[:, 0], minlength=k) / cnt
+        uy = np.bincount(labels, weights=p.xy[:, 1], minlength=k) / cnt
+        safe = wsum > 0
+        self.centres = np.column_stack(
+            [
+                np.where(safe, cx / np.where(safe, wsum, 1), ux),
+                np.where(safe, cy / np.where(safe, wsum, 1), uy),
+            ]
+        )
+        self.bases = np.where(np.isnan(p.bases), self.centres, p.bases)
+        self.wl_atom = self._workload(np.arange(p.n), labels)
+        self.twl = np.bincount(labels, weights=self.wl_atom, minlength=k)
+        self.wtarget = self.share * self.twl.sum()
+
+    def _workload(self, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+        p = self.p
+        dist = np.hypot(*(p.xy[u] - self.bases[t]).T)
+        return p.providers[u] * (p.call_hours + p.travel_hours_per_mile * dist)
+
+    def _fbal(self, d: np.ndarray) -> np.ndarray:
+        q = self.params
+        ex = np.maximum(0.0, np.abs(d) - q.margin * q.tolerance)
+        return q.balance_weight * d * d + q.excess_weight * ex * ex
+
+    def _fsec(self, d: np.ndarray) -> np.ndarray:
+        q = self.params
+        ex = np.maximum(0.0, np.abs(d) - q.secondary_margin * q.secondary_tolerance)
+        return q.secondary_weight * ex * ex
+
+    def delta(self, u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact objective change of moving atoms u from a to b (vectorised, one atom each)."""
+        p = self.p
+        la = self._workload(u, a) if self.use_workload else 0.0
+        lb = self._workload(u, b) if self.use_workload else 0.0
+        return self._totals_delta(
+            p.weight[u], p.providers[u], la, lb, a, b
+        ) + self._atom_terms(u, a, b)
+
+    def chunk_delta(self, chunk: list[int], a: int, b: int) -> float:
+        """Exact objective change of moving the atoms of ``chunk`` together from a to b."""
+        p = self.p
+        c = np.array(chunk)
+        av, bv = np.full(len(c), a), np.full(len(c), b)
+        la = float(self._workload(c, av).sum()) if self.use_workload else 0.0
+        lb = float(self._workload(c, bv).sum()) if self.use_workload else 0.0
+        tot = self._totals_delta(
+            np.array([p.weight[c].sum()]),
+            np.array([p.providers[c].sum()]),
+            np.array([la]),
+            np.array([lb]),
+            np.array([a]),
+            np.array([b]),
+        )
+        return float(tot[0] + self._atom_terms(c, av, bv).sum())
+
+    @property
+    def use_workload(self) -> bool:
+        return self.use_secondary and (
+            self.p.call_hours > 0 or self.p.travel_hours_per_mile > 0
+        )
+
+    def _totals_delta(self, x, pc, la, lb, a, b) -> np.ndarray:
+        tg = self.p.targets
+        out = (
+            self._fbal((self.tw[a] - x - tg[a]) / tg[a])
+            + self._fbal((self.tw[b] + x - tg[b]) / tg[b])
+            - self._fbal((self.tw[a] - tg[a]) / tg[a])
+            - self._fbal((self.tw[b] - tg[b]) / tg[b])
+        )
+        if self.use_secondary:
+            pa, pb = (
+                np.maximum(self.ptarget[a], _EPS),
+                np.maximum(self.ptarget[b], _EPS),
+            )
+            out += (
+                self._fsec((self.tp[a] - pc - pa) / pa)
+                + self._fsec((self.tp[b] + pc - pb) / pb)
+                - self._fsec((self.tp[a] - pa) / pa)
+                - self._fsec((self.tp[b] - pb) / pb)
+            )
+        if self.use_workload:
+            wa, wb = (
+                np.maximum(self.wtarget[a], _EPS),
+                np.maximum(self.wtarget[b], _EPS),
+            )
+            out += (
+                self._fsec((self.twl[a] - la - wa) / wa)
+                + self._fsec((self.twl[b] + lb - wb) / wb)
+                - self._fsec((self.twl[a] - wa) / wa)
+                - self._fsec((self.twl[b] - wb) / wb)
+            )
+        return out
+
+    def _atom_terms(self, u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Per-atom terms: compactness, disruption, relationships."""
+        p, q = self.p, self.params
+        xs = p.weight[u] / self.mu_bar
+        out = np.zeros(len(u))
+        if q.compactness_weight:
+            da = ((p.xy[u] - self.centres[a]) ** 2).sum(axis=1)
+            db = ((p.xy[u] - self.centres[b]) ** 2).sum(axis=1)
+            out += q.compactness_weight * xs * (db - da) / self.r2
+        if q.disruption_weight:
+            prev = p.previous[u]
+            known = prev >= 0
+            out += (
+                q.disruption_weight
+                * xs
+                * known
+                * ((prev != b).astype(float) - (prev != a).astype(float))
+            )
+        if q.relationship_weight and len(p.relationship_keys):
+            out += q.relationship_weight * (
+                self._rel(u * p.k + a) - self._rel(u * p.k + b)
+            )
+        return out
+
+    def total(self) -> float:
+        """Current objective (centres fixed since the last refresh)."""
+        p = self.p
+        tg = p.targets
+        out = self._fbal((self.tw - tg) / tg).sum()
+        if self.use_secondary:
+            pt = np.maximum(self.ptarget, _EPS)
+            out += self._fsec((self.tp - pt) / pt).sum()
+        if self.use_workload:
+            wt = np.maximum(self.wtarget, _EPS)
+            out += self._fsec((self.twl - wt) / wt).sum()
+        u = np.arange(p.n)
+        lab = self.labels
+        xs = p.weight / self.mu_bar
+        q = self.params
+        if q.compactness_weight:
+            out += (
+                q.compactness_weight
+                * (xs * ((p.xy - self.centres[lab]) ** 2).sum(axis=1)).sum()
+                / self.r2
+            )
+        if q.disruption_weight:
+            out += (
+                q.disruption_weight
+                * (xs * ((p.previous >= 0) & (p.previous != lab))).sum()
+            )
+        if q.relationship_weight and len(p.relationship_keys):
+            out -= q.relationship_weight * self._rel(u * p.k + lab).sum()
+        return float(out)
+
+    def _rel(self, keys: np.ndarray) -> np.ndarray:
+        rk, rv = self.p.relationship_keys, self.p.relationship_values
+        pos = np.minimum(np.searchsorted(rk, keys), len(rk) - 1)
+        return np.where(rk[pos] == keys, rv[pos], 0.0)
+
+    def apply(self, chunk: list[int], a: int, b: int) -> None:
+        """Move the atoms of ``chunk`` from a to b, updating the totals."""
+        p = self.p
+        c = np.array(chunk)
+        self.tw[a] -= p.weight[c].sum()
+        self.tw[b] += p.weight[c].sum()
+        self.tp[a] -= p.providers[c].sum()
+        self.tp[b] += p.providers[c].sum()
+        self.count[a] -= len(c)
+        self.count[b] += len(c)
+        self.twl[a] -= self._workload(c, np.full(len(c), a)).sum()
+        self.twl[b] += self._workload(c, np.full(len(c), b)).sum()
+        self.labels[c] = b
+
+
+def stays_connected(u: int, a: int, labels: np.ndarray, nbrs: list[list[int]]) -> bool:
+    """True when removing atom u from territory a keeps u's neighbours in a mutually reachable."""
+    return _cut_off(u, a, labels, nbrs, None) == []
+
+
+def _cut_off(
+    u: int, a: int, labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray | None
+) -> list[int] | None:
+    """Atoms of territory a that removing u would separate from a's heaviest remaining part.
+
+    Returns [] when a stays connected; None when asked only for connectivity
+    (weight None) and it would not stay connected.
+    """
+    ring = [v for v in nbrs[u] if labels[v] == a]
+    if len(ring) <= 1:
+        return []
+    want = set(ring)
+    comp_of: dict[int, int] = {}
+    comps: list[list[int]] = []
+    for r in ring:
+        if r in comp_of:
+            continue
+        idx = len(comps)
+        members = [r]
+        comp_of[r] = idx
+        stack = [r]
+        seen = {u, r}
+        while stack:
+            x = stack.pop()
+            for y in nbrs[x]:
+                if y not in seen and labels[y] == a:
+                    seen.add(y)
+                    members.append(y)
+                    stack.append(y)
+                    if y in want:
+                        comp_of[y] = idx
+        if idx == 0 and len(comp_of) == len(want):
+            return []
+        if weight is None:
+            return None
+        comps.append(members)
+    heaviest = max(
+        range(len(comps)), key=lambda i: (weight[comps[i]].sum(), -min(comps[i]))
+    )
+    return sorted(y for i, c in enumerate(comps) if i != heaviest for y in c)
+
+
+def _path_moves(
+    state: _State,
+    nbrs: list[list[int]],
+    movable: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    max_chunk: int,
+    max_depth: int = 8,
+    max_starts: int = 24,
+) -> int:
+    """Ejection chains: shift weight from an off-target territory along a path of territories.
+
+    For each territory beyond the margin (worst first), a breadth-first search on
+    the territory graph finds the reachable territory deviating most the other
+    way; along the path each territory passes one boundary atom (closest in
+    weight to the amount to shift, keeping the donor connected) to the next.
+    The chain is kept only when the whole objective decreases.  Returns the
+    number of chains applied.
+    """
+    p, labels, q = state.p, state.labels, state.params
+    k = p.k
+    cut = labels[src] != labels[dst]
+    tpairs = np.unique(labels[src[cut]] * k + labels[dst[cut]])
+    tadj: list[list[int]] = [[] for _ in range(k)]
+    for key in tpairs.tolist():
+        tadj[key // k].append(key % k)
+    dev = state.tw / p.targets - 1.0
+    applied = 0
+    for a in np.argsort(-np.abs(dev), kind="stable")[:max_starts].tolist():
+        dev = state.tw / p.targets - 1.0
+        if abs(dev[a]) <= q.margin * q.tolerance:
+            break
+        sign = 1.0 if dev[a] > 0 else -1.0
+        parent = {a: -1}
+        depth = {a: 0}
+        frontier = [a]
+        for level in range(1, max_depth + 1):
+            nxt = []
+            for t in frontier:
+                for v in tadj[t]:
+                    if v not in parent:
+                        parent[v] = t
+                        depth[v] = level
+                        nxt.append(v)
+            frontier = nxt
+        # with a previous plan every hop moves someone's accounts: prefer the nearest end
+        near_first = q.disruption_weight > 0
+        ends = sorted(
+            (depth[v] if near_first else 0, sign * dev[v], v)
+            for v in parent
+            if v != a and sign * dev[v] < sign * dev[a] - q.tolerance * 0.5
+        )
+        for _, _, best in ends[:3]:
+            if _try_chain(state, a, best, parent, sign, nbrs, movable, max_chunk):
+                applied += 1
+                break
+    return applied
+
+
+def _try_chain(
+    state: _State,
+    a: int,
+    best: int,
+    parent: dict[int, int],
+    sign: float,
+    nbrs: list[list[int]],
+    movable: np.ndarray,
+    max_chunk: int,
+) -> bool:
+    """Apply one ejection chain between a and best; undo it unless the objective drops."""
+    p, labels = state.p, state.labels
+    path = [best]
+    while parent[path[-1]] != -1:
+        path.append(parent[path[-1]])
+    path.reverse()  # a ... best
+    if sign < 0:
+        path.reverse()  # weight flows from the heavy end
+    amount = min(abs(state.tw[a] - p.targets[a]), abs(state.tw[best] - p.targets[best]))
+    before = state.total()
+    done: list[tuple[list[int], int, int]] = []
+    ok = True
+    for x, y in pairwise(path):
+        members = np.nonzero(labels == x)[0]
+        if len(members) <= 1:
+            ok = False
+            break
+        border = [
+            m
+            for m in members.tolist()
+            if movable[m] and any(labels[v] == y for v in nbrs[m])
+        ]
+        border.sort(key=lambda m: (abs(p.weight[m] - amount), m))
+        choice = None
+        for m in border[:6]:
+            rest = _cut_off(m, x, labels, nbrs, p.weight)
+            if len(rest) > max_chunk or (rest and (~movable[rest]).any()):
+                continue
+            chunk = [m, *rest]
+            gap = abs(p.weight[chunk].sum() - amount)
+            if choice is None or gap < choice[0]:
+                choice = (gap, chunk)
+        if choice is None or len(choice[1]) >= len(members):
+            ok = False
+            break
+        state.apply(choice[1], x, y)
+        done.append((choice[1], x, y))
+    if ok and state.total() < before - _EPS:
+        return True
+    for chunk, x, y in reversed(done):
+        state.apply(chunk, y, x)
+    return False
+
+
+def improve(
+    problem: PartitionProblem, labels: np.ndarray, params: SearchParams
+) -> tuple[np.ndarray, int, int]:
+    """Boundary-move local search with ejection chains; returns (labels, rounds, moves)."""
+    labels = labels.copy()
+    n, k = problem.n, problem.k
+    if k <= 1 or n <= 1:
+        return labels, 0, 0
+    indptr, indices = problem.indptr, problem.indices
+    src = np.repeat(np.arange(n), np.diff(indptr))
+    dst = indices
+    nbrs = [indices[indptr[i] : indptr[i + 1]].tolist() for i in range(n)]
+    movable = problem.locked < 0
+    state = _State(problem, labels, params)
+    max_chunk = max(8, 2 * n // k)
+    rounds = moves = 0
+    best, since = math.inf, 0
+    for rounds in range(1, params.max_rounds + 1):
+        if time.perf_counter() > params.deadline:
+            break
+        current = state.total()
+        if current < best - 1e-9 * max(1.0, abs(best)):
+            best, since = current, 0
+        else:
+            since += 1
+            if since >= params.stall_rounds:
+                break
+        cut = labels[src] != labels[dst]
+        keys = np.unique(src[cut] * k + labels[dst[cut]])
+        u, b = keys // k, keys % k
+        a = labels[u]
+        ok = movable[u] & (state.count[a] > 1)
+        u, a, b = u[ok], a[ok], b[ok]
+        if len(u) == 0:
+            break
+        g = state.delta(u, a, b)
+        good = np.nonzero(g < -_EPS)[0]
+        if len(good) == 0:
+            chains = _path_moves(state, nbrs, movable, src, dst, max_chunk)
+            moves += chains
+            if chains == 0:
+                break
+            state.refresh()
+            continue
+        pending = good[np.lexsort((u[good], g[good]))]
+        applied = 0
+        for _ in range(
+            6
+        ):  # passes: exact gains hold while a move's two territories are untouched
+            touched = np.zeros(k, dtype=bool)
+            deferred = []
+            for i in pending:
+                ui, ai, bi = int(u[i]), int(a[i]), int(b[i])
+                if labels[ui] != ai:
+                    continue
+                if touched[ai] or touched[bi]:
+                    deferred.append(i)
+                    continue
+                if state.count[ai] <= 1 or not any(labels[v] == bi for v in nbrs[ui]):
+                    continue
+                rest = _cut_off(ui, ai, labels, nbrs, problem.weight)
+                chunk = [ui]
+                if rest:  # u is a cut atom: move it with the part it would cut off, if that pays
+                    if len(rest) > max_chunk or (~movable[rest]).any():
+                        continue
+                    chunk = [ui, *rest]
+                    if state.chunk_delta(chunk, ai, bi) >= -_EPS:
+                        continue
+                state.apply(chunk, ai, bi)
+                touched[ai] = touched[bi] = True
+                applied += 1
+            if not deferred:
+                break
+            later = np.array(deferred)
+            later = later[labels[u[later]] == a[later]]
+            if len(later) == 0:
+                break
+            g2 = state.delta(u[later], a[later], b[later])
+            keep = g2 < -_EPS
+            later, g2 = later[keep], g2[keep]
+            pending = later[np.lexsort((u[later], g2))]
+        moves += applied
+        if applied == 0:
+            chains = _path_moves(state, nbrs, movable, src, dst, max_chunk)
+            moves += chains
+            if chains == 0:
+                break
+        state.refresh()
+    return labels, rounds, moves
+
+
+def bisect(
+    problem: PartitionProblem,
+    order: np.ndarray,
+    rng: np.random.Generator | None = None,
+    atoms: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Recursive coordinate bisection on the graph: K connected regions of near-target weight.
+
+    ``order`` lists the territory indices; each split sends the first half of
+    the list to one side, whose weight share is the share of its targets.  A
+    side is grown from the extreme atom along the principal axis, taking the
+    frontier atom lowest on that axis until it holds its share; pieces of the
+    other side cut off by it join it, so both sides stay connected.  Returns
+    labels (territory index per atom); territories get no atom only when there
+    are fewer atoms than territories.  With ``rng``, each cutting axis is turned
+    by a random angle of up to ±0.6 rad (for restarts).  ``atoms`` (a connected
+    subset) and ``labels`` (filled in place) restrict the cut to part of the graph.
+    """
+    n = problem.n
+    labels = np.full(n, -1, dtype=np.int64) if labels is None else labels
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    start = np.arange(n) if atoms is None else np.asarray(atoms, dtype=np.int64)
+    stack = [(start, np.asarray(order, dtype=np.int64))]
+    while stack:
+        atoms, terr = stack.pop()
+        if len(terr) == 1 or len(atoms) <= 1:
+            labels[atoms] = terr[0]
+            continue
+        if len(atoms) < len(terr):
+            labels[atoms] = terr[: len(atoms)]
+            continue
+        half = len(terr) // 2
+        t1, t2 = problem.targets[terr[:half]].sum(), problem.targets[terr[half:]].sum()
+        turn = float(rng.uniform(-0.6, 0.6)) if rng is not None else 0.0
+        side1 = _grow_side(problem, atoms, t1 / (t1 + t2), src, dst, turn)
+        mask = np.zeros(n, dtype=bool)
+        mask[side1] = True
+        rest = atoms[~mask[atoms]]
+        stack.append((rest, terr[half:]))
+        stack.append((np.sort(side1), terr[:half]))
+    return labels
+
+
+def _grow_side(
+    problem: PartitionProblem,
+    atoms: np.ndarray,
+    share: float,
+    src: np.ndarray,
+    dst: np.ndarray,
+    turn: float,
+) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = problem.n
+    w, xy = problem.weight[atoms], problem.xy[atoms]
+    total = w.sum()
+    want = share * total
+    centred = xy - xy.mean(axis=0)
+    cov = (centred * (w[:, None] + 1e-9)).T @ centred
+    vals, vecs = np.linalg.eigh(cov)
+    axis = vecs[:, int(np.argmax(vals))]
+    c, s_ = np.cos(turn), np.sin(turn)
+    axis = np.array([c * axis[0] - s_ * axis[1], s_ * axis[0] + c * axis[1]])
+    if axis[0] < 0 or (axis[0] == 0 and axis[1] < 0):
+        axis = -axis
+    proj = centred @ axis
+    inside = np.zeros(n, dtype=bool)
+    inside[atoms] = True
+    key = np.full(n, np.inf)
+    key[atoms] = proj
+    start = int(atoms[np.lexsort((atoms, proj))[0]])
+    taken = np.zeros(n, dtype=bool)
+    heap = [(key[start], start)]
+    queued = {start}
+    acc = 0.0
+    side: list[int] = []
+    indptr, indices, weight = problem.indptr, problem.indices, problem.weight
+    while heap and len(side) < len(atoms) - 1:
+        _, u = heapq.heappop(heap)
+        x = weight[u]
+        if acc + x > want and abs(acc + x - want) >= abs(acc - want) and side:
+            break
+        taken[u] = True
+        side.append(u)
+        acc += x
+        for v in indices[indptr[u] : indptr[u + 1]]:
+            if inside[v] and v not in queued:
+                queued.add(int(v))
+                heapq.heappush(heap, (key[v], int(v)))
+    # the other side must stay connected: its pieces other than the heaviest join this side
+    other = inside & ~taken
+    e = other[src] & other[dst]
+    g = coo_matrix((np.ones(int(e.sum())), (src[e], dst[e])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    oi = np.nonzero(other)[0]
+    if len(oi):
+        cw = np.bincount(comp[oi], weights=weight[oi])
+        main = int(np.argmax(cw))
+        extra = oi[comp[oi] != main]
+        side.extend(extra.tolist())
+    return np.array(side, dtype=np.int64)

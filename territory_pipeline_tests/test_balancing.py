@@ -1,0 +1,407 @@
+"""Tests of the balancing engine, its bounds, the greedy baseline and the shared metrics."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import polars as pl
+import pytest
+
+from territory_pipeline.balancing import (
+    balance,
+    best_partition_bound,
+    evaluate_plan,
+    granularity_bound,
+    greedy_balance,
+    least_move,
+)
+from territory_pipeline.balancing.synthetic import make_instance
+from territory_pipeline_tests.test_balancing_helpers import grid_instance
+
+
+@pytest.fixture(scope="module")
+def national():
+    return make_instance(3000, 20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def national_plan(national):
+    return balance(national.units, national.reps, providers=national.providers)
+
+
+def _contiguous_by_networkx(plan) -> bool:
+    g = nx.Graph()
+    g.add_edges_from(plan.adjacency.select("unit_id", "neighbor_unit_id").iter_rows())
+    g.add_nodes_from(plan.units["unit_id"].to_list())
+    for _, grp in plan.unit_assignments.group_by("rep_id"):
+        if not nx.is_connected(g.subgraph(grp["unit_id"].to_list())):
+            return False
+    return True
+
+
+# --- bounds ---------------------------------------------------------------------
+
+
+def test_granularity_bound_heaviest_unit_and_pigeonhole():
+    assert granularity_bound(
+        np.array([5.0, 1, 1, 1]), np.array([4.0, 4.0])
+    ) == pytest.approx(0.25)
+    # three equal units into two territories: one territory holds two of them
+    assert granularity_bound(
+        np.array([3.0, 3, 3]), np.array([4.5, 4.5])
+    ) == pytest.approx(6 / 4.5 - 1)
+    assert granularity_bound(np.ones(100), np.full(10, 10.0)) == 0.0
+    assert (
+        granularity_bound(np.array([1.0, 1.0]), np.full(3, 2 / 3)) == 1.0
+    )  # fewer units than territories
+
+
+def test_best_partition_bound_is_at_least_the_granularity_bound_and_finds_perfect_splits():
+    rng = np.random.default_rng(0)
+    w = rng.lognormal(size=300)
+    mu = np.full(12, w.sum() / 12)
+    assert best_partition_bound(w, mu) >= granularity_bound(w, mu) - 1e-12
+    assert best_partition_bound(
+        np.array([4.0, 3, 3, 2, 2, 2]), np.array([8.0, 8.0])
+    ) == pytest.approx(0.0)
+
+
+def test_least_move_counts_orphans_and_the_larger_of_over_and_under_shoot():
+    mu = np.full(4, 25.0)
+    # one rep left: 25 orphaned, the others sit at 25 = target -> only the orphans move
+    assert least_move(
+        np.array([25.0, 25, 25]), 25.0, np.full(3, 100 / 3), 0.05
+    ) == pytest.approx(25.0)
+    # no orphans, one territory 20 over the band
+    assert least_move(np.array([45.0, 25, 15, 15]), 0.0, mu, 0.0) == pytest.approx(20.0)
+    # a new rep: it must receive at least (1 - tol) * mu
+    assert least_move(
+        np.array([25.0, 25, 25, 0]), 0.0, np.full(4, 18.75), 0.05
+    ) == pytest.approx(max((25 - 1.05 * 18.75) * 3, 0.95 * 18.75))
+
+
+# --- small instances with known answers ---------------------------------------------
+
+
+def test_grid_splits_exactly_into_equal_contiguous_territories():
+    inst = grid_instance(6, 6, 4)
+    plan = balance(
+        inst["units"],
+        inst["reps"],
+        adjacency=inst["adjacency"],
+        providers=inst["providers"],
+    )
+    t = plan.territories
+    assert t["opportunity_score"].to_list() == [9.0] * 4
+    assert plan.metrics["imbalance"] == 0.0
+    assert plan.metrics["feasible"] is True
+    assert t["is_contiguous"].all() and _contiguous_by_networkx(plan)
+    assert t["territory_id"].to_list() == ["T-R00", "T-R01", "T-R02", "T-R03"]
+
+
+def test_capacity_sets_proportional_targets():
+    inst = grid_instance(10, 5, 3, capacity=[1.0, 1.0, 0.5])
+    plan = balance(inst["units"], inst["reps"], adjacency=inst["adjacency"])
+    t = plan.territories
+    assert t["target_score"].to_list() == pytest.approx([20.0, 20.0, 10.0])
+    assert plan.metrics["imbalance"] <= 0.05
+
+
+@pytest.mark.parametrize("k", [4, 6, 8, 9, 12, 16])
+def test_more_reps_stay_within_tolerance_or_the_bound(k):
+    rng = np.random.default_rng(k)
+    inst = grid_instance(12, 12, k, weight=rng.uniform(0.5, 1.5, size=(12, 12)))
+    plan = balance(inst["units"], inst["reps"], adjacency=inst["adjacency"])
+    m = plan.metrics
+    assert m["imbalance"] <= max(0.05, m["best_partition_bound"]) + 1e-9
+    assert m["disconnected_territories"] == 0
+
+
+def test_granularity_bound_is_explained_when_a_unit_is_too_heavy():
+    w = np.ones((4, 4))
+    w[0, 0] = 20.0  # 20 of 35 with 2 reps: the unit alone exceeds the target
+    inst = grid_instance(4, 4, 2, weight=w)
+    plan = balance(
+        inst["units"], inst["reps"], adjacency=inst["adjacency"]
+    )  # no providers: cannot split
+    m = plan.metrics
+    assert m["granularity_bound"] == pytest.approx(20 / 17.5 - 1)
+    assert m["imbalance"] >= m["granularity_bound"] - 1e-12
+    assert m["feasible"] is False
+    assert "infeasible" in m["explanation"] and "g00_00" in m["explanation"]
+
+
+def test_light_metro_is_never_split_and_heavy_metro_gets_the_fewest_parts():
+    w = np.ones((10, 10))
+    cbsa = {}
+    for r in range(3, 7):
+        for c in range(3, 7):
+            w[r, c] = 6.0
+            cbsa[(r, c)] = "M-HEAVY"
+    for r in range(2):
+        for c in range(2):
+            cbsa[(r, c)] = "M-LIGHT"
+    inst = grid_instance(10, 10, 6, weight=w, cbsa=cbsa)
+    plan = balance(
+        inst["units"],
+        inst["reps"],
+        adjacency=inst["adjacency"],
+        providers=inst["providers"],
+    )
+    u = plan.units.join(plan.unit_assignments, on="unit_id")
+    mu = 180 / 6
+    heavy_parts = u.filter(pl.col("cbsa_code") == "M-HEAVY")["rep_id"].n_unique()
+    assert heavy_parts == math.ceil(96 / (1.05 * mu)) == 4
+    assert u.filter(pl.col("cbsa_code") == "M-LIGHT")["rep_id"].n_unique() == 1
+    assert plan.metrics["metro_splits"] == 1
+    assert plan.metrics["metros_split_beyond_bound"] == 0
+    assert plan.metrics["disconnected_territories"] == 0
+
+
+def test_heavy_unit_is_cut_along_h3_cells_into_named_parts():
+    rng = np.random.default_rng(7)
+    lat = 41.0 + rng.normal(scale=0.12, size=300)
+    lon = -88.0 + rng.normal(scale=0.15, size=300)
+    big = pl.DataFrame(
+        {
+            "npi": [f"{2_000_000_000 + i}" for i in range(300)],
+            "unit_id": "BIG",
+            "latitude": lat,
+            "longitude": lon,
+            "weight": 1.0,
+        }
+    )
+    rural_lat = 41.0 + 1.2 * np.cos(np.linspace(0, 2 * np.pi, 20, endpoint=False))
+    rural_lon = -88.0 + 1.6 * np.sin(np.linspace(0, 2 * np.pi, 20, endpoint=False))
+    rural = pl.DataFrame(
+        {
+            "npi": [f"{3_000_000_000 + i}" for i in range(20)],
+            "unit_id": [f"R{i:02d}" for i in range(20)],
+            "latitude": rural_lat,
+            "longitude": rural_lon,
+            "weight": 10.0,
+        }
+    )
+    providers = pl.concat([big, rural])
+    units = (
+        providers.group_by("unit_id")
+        .agg(
+            pl.col("weight").sum(),
+            pl.len().alias("provider_count"),
+            pl.col("latitude").mean(),
+            pl.col("longitude").mean(),
+        )
+        .with_columns(
+            pl.when(pl.col("unit_id") == "BIG")
+            .then(pl.lit("M-BIG"))
+            .otherwise(None)
+            .alias("cbsa_code")
+        )
+    )
+    reps = pl.DataFrame({"rep_id": [f"S{i}" for i in range(5)]})
+    plan = balance(units, reps, providers=providers)
+    parts = plan.units.filter(pl.col("unit_id").str.starts_with("BIG"))
+    assert sorted(parts["unit_id"].to_list()) == ["BIG#1", "BIG#2", "BIG#3"]
+    assert parts["weight"].sum() == pytest.approx(300.0)
+    assert parts["weight"].to_numpy() == pytest.approx([100.0] * 3, abs=6.0)
+    pa = plan.provider_assignments
+    assert (
+        pa.filter(pl.col("npi").is_in(big["npi"].implode()))["unit_id"]
+        .str.starts_with("BIG#")
+        .all()
+    )
+    assert (
+        plan.metrics["metro_splits"] == 1
+        and plan.metrics["metros_split_beyond_bound"] == 0
+    )
+    assert plan.metrics["imbalance"] <= 0.06
+
+
+def test_locked_units_stay_with_their_rep():
+    inst = grid_instance(8, 8, 4)
+    locks = pl.DataFrame(
+        {"unit_id": ["g00_00", "g07_07", "g00_07"], "rep_id": ["R03", "R03", "R01"]}
+    )
+    plan = balance(
+        inst["units"], inst["reps"], adjacency=inst["adjacency"], locks=locks
+    )
+    got = dict(plan.unit_assignments.select("unit_id", "rep_id").iter_rows())
+    assert got["g00_00"] == "R03" and got["g07_07"] == "R03" and got["g00_07"] == "R01"
+    npi_locks = (
+        inst["providers"]
+        .filter(pl.col("unit_id") == "g03_04")
+        .select("npi", pl.lit("R02").alias("rep_id"))
+    )
+    plan2 = balance(
+        inst["units"],
+        inst["reps"],
+        adjacency=inst["adjacency"],
+        providers=inst["providers"],
+        locks=npi_locks,
+    )
+    assert (
+        dict(plan2.unit_assignments.select("unit_id", "rep_id").iter_rows())["g03_04"]
+        == "R02"
+    )
+
+
+def test_relationships_break_ties_toward_the_related_rep():
+    inst = grid_instance(2, 1, 2)
+    rel = pl.DataFrame(
+        {
+            "unit_id": ["g00_00", "g00_01"],
+            "rep_id": ["R01", "R00"],
+            "strength": [1.0, 1.0],
+        }
+    )
+    plan = balance(
+        inst["units"], inst["reps"], adjacency=inst["adjacency"], relationships=rel
+    )
+    got = dict(plan.unit_assignments.select("unit_id", "rep_id").iter_rows())
+    assert got == {"g00_00": "R01", "g00_01": "R00"}
+
+
+def test_bad_inputs_raise_clear_errors():
+    inst = grid_instance(3, 3, 2)
+    with pytest.raises(ValueError, match="weight"):
+        balance(inst["units"].with_columns(pl.lit(-1.0).alias("weight")), inst["reps"])
+    with pytest.raises(ValueError, match="unknown unit_id"):
+        balance(
+            inst["units"],
+            inst["reps"],
+            providers=inst["providers"].with_columns(pl.lit("nope").alias("unit_id")),
+        )
+    with pytest.raises(ValueError, match="duplicate"):
+        balance(inst["units"], pl.concat([inst["reps"], inst["reps"]]))
+    with pytest.raises(ValueError, match="several reps"):
+        light = pl.col("unit_id").is_in(["g00_00", "g00_01"])
+        units = inst["units"].with_columns(
+            pl.when(light).then(pl.lit("M1")).otherwise(None).alias("cbsa_code")
+        )
+        balance(
+            units,
+            inst["reps"],
+            locks=pl.DataFrame(
+                {"unit_id": ["g00_00", "g00_01"], "rep_id": ["R00", "R01"]}
+            ),
+        )
+    with pytest.raises(ValueError, match="unknown rep_id"):
+        balance(
+            inst["units"],
+            inst["reps"],
+            locks=pl.DataFrame({"unit_id": ["g00_00"], "rep_id": ["ZZ"]}),
+        )
+    with pytest.raises(ValueError, match="missing required column"):
+        balance(inst["units"].drop("latitude"), inst["reps"])
+
+
+# --- realistic synthetic instance -----------------------------------------------------
+
+
+def test_every_provider_assigned_exactly_once(national, national_plan):
+    pa = national_plan.provider_assignments
+    assert pa["npi"].n_unique() == len(pa) == len(national.providers)
+    assert set(pa["npi"].to_list()) == set(national.providers["npi"].to_list())
+    assert pa["rep_id"].null_count() == 0
+    assert national_plan.units["weight"].sum() == pytest.approx(
+        national.units["weight"].sum()
+    )
+    # a provider's territory is its unit's territory
+    joined = pa.join(national_plan.unit_assignments, on="unit_id", suffix="_u")
+    assert (joined["rep_id"] == joined["rep_id_u"]).all()
+
+
+def test_synthetic_plan_is_contiguous_and_keeps_light_metros_whole(
+    national, national_plan
+):
+    m = national_plan.metrics
+    assert m["disconnected_territories"] == 0 and _contiguous_by_networkx(national_plan)
+    assert m["metros_split_beyond_bound"] == 0
+    u = national_plan.units.join(national_plan.unit_assignments, on="unit_id")
+    cap = 1.05 * national.units["weight"].sum() / 20
+    per = (
+        u.filter(pl.col("cbsa_code").is_not_null())
+        .group_by("cbsa_code")
+        .agg(pl.col("weight").sum(), pl.col("rep_id").n_unique().alias("reps"))
+    )
+    assert per.filter(pl.col("weight") <= cap)["reps"].max() == 1
+    heavy = per.filter(pl.col("weight") > cap)
+    assert (heavy["reps"] <= (heavy["weight"] / cap).ceil()).all()
+
+
+def test_engine_beats_the_greedy_on_a_realistic_instance(national, national_plan):
+    prov = national_plan.provider_assignments.join(
+        national.providers.select("npi", "latitude", "longitude", "weight"), on="npi"
+    )
+    greedy = greedy_balance(
+        national_plan.units,
+        national.reps,
+        adjacency=national_plan.adjacency,
+        providers=prov,
+    )
+    assert len(greedy.unit_assignments) == len(national_plan.units)
+    assert national_plan.metrics["imbalance"] < greedy.metrics["imbalance"]
+    assert national_plan.metrics["max_min_ratio"] < greedy.metrics["max_min_ratio"]
+    assert national_plan.metrics["imbalance"] <= 0.15
+
+
+def test_territory_table_reports_every_measure(national_plan):
+    t = national_plan.territories
+    assert len(t) == 20
+    assert t["provider_count"].sum() == 3000
+    assert (t["workload_hours"] > 0).all() and (
+        t["mean_travel_miles"] <= t["max_travel_miles"]
+    ).all()
+    assert (t["area_sq_miles"] > 0).all()
+    dev = (t["opportunity_score"] - t["target_score"]) / t["target_score"]
+    assert (dev - t["deviation"]).abs().max() < 1e-12
+    m = national_plan.metrics
+    assert m["gap"] == pytest.approx(m["imbalance"] - m["granularity_bound"])
+    for key in (
+        "cv",
+        "compactness_mean_miles",
+        "inertia_sq_miles",
+        "seconds",
+        "iterations",
+        "explanation",
+    ):
+        assert key in m
+
+
+def test_deterministic_and_independent_of_row_order(national, national_plan):
+    again = balance(national.units, national.reps, providers=national.providers)
+    assert (
+        again.unit_assignments.write_csv() == national_plan.unit_assignments.write_csv()
+    )
+    shuffled = balance(
+        national.units.sample(fraction=1.0, shuffle=True, seed=5),
+        national.reps.sample(fraction=1.0, shuffle=True, seed=6),
+        providers=national.providers.sample(fraction=1.0, shuffle=True, seed=7),
+    )
+    assert (
+        shuffled.unit_assignments.write_csv()
+        == national_plan.unit_assignments.write_csv()
+    )
+    assert (
+        shuffled.provider_assignments.write_csv()
+        == national_plan.provider_assignments.write_csv()
+    )
+
+
+def test_evaluate_plan_flags_disconnected_territories_and_split_metros():
+    inst = grid_instance(
+        3, 1, 2, weight=np.array([[1.0, 10.0, 1.0]]), cbsa={(0, 0): "M", (0, 2): "M"}
+    )
+    asg = pl.DataFrame(
+        {"unit_id": ["g00_00", "g00_01", "g00_02"], "rep_id": ["R00", "R01", "R00"]}
+    )
+    terr, m = evaluate_plan(inst["units"], asg, inst["reps"], inst["adjacency"])
+    assert terr["is_contiguous"].to_list() == [False, True]
+    assert m["disconnected_territories"] == 1 and m["feasible"] is False
+    asg2 = pl.DataFrame(
+        {"unit_id": ["g00_00", "g00_01", "g00_02"], "rep_id": ["R00", "R00", "R01"]}
+    )
+    _, m2 = evaluate_plan(inst["units"], asg2, inst["reps"], inst["adjacency"])
+    assert m2["metro_splits"] == 1 and m2["metros_split_beyond_bound"] == 1
