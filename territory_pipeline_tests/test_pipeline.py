@@ -124,7 +124,12 @@ def test_rerun_gives_the_same_rows(materialized):
     for table in TABLES:
         if table == "alignment_changes":
             continue  # the re-run's diff is against the first run's alignment
-        assert first[table].equals(second[table]), table
+        a, b = first[table], second[table]
+        if table == "geocoded_providers":
+            # the re-run reads every address from the geocode cache, and says so
+            assert b["geocode_from_cache"].all()
+            a, b = a.drop("geocode_from_cache"), b.drop("geocode_from_cache")
+        assert a.equals(b), table
 
 
 def test_exports_and_map_written(materialized):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from territory_pipeline.defs.partitions import quarterly_partitions
+from territory_pipeline.defs.partitions import latest_quarter_key, quarterly_partitions
 from territory_pipeline.operations.events import MalformedEventFile, list_event_files, read_event_file
 from territory_pipeline.settings import Settings
 
@@ -50,9 +50,8 @@ def quarterly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunR
 
 
 def current_quarter_key(now: dt.datetime | None = None) -> str:
-    """The partition the sensors rebalance: the latest refresh quarter."""
-    with dg.partition_loading_context(effective_dt=now or dt.datetime.now(dt.timezone.utc)):
-        return quarterly_partitions.get_last_partition_key()
+    """The partition the sensors rebalance: the latest refresh quarter, whose alignment is live."""
+    return latest_quarter_key(now)
 
 
 def _event_sensor_tick(context: dg.SensorEvaluationContext, kind: str, op_trigger: str, run_prefix: str) -> dg.SensorResult:

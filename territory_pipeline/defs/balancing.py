@@ -15,8 +15,12 @@ from territory_pipeline.operations.alignment import (
     alignment_id,
     assignment_reasons,
     choose_mode,
+    changed_territories,
     engine_inputs,
+    locality_locks,
+    neighbourhood,
     read_locks,
+    territory_graph,
 )
 from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
 from territory_pipeline.visuals import (
@@ -41,6 +45,9 @@ class BalancingConfig(dg.Config):
     seed: int = 0
     trigger: str = "quarterly_refresh"  # quarterly_refresh | rep_event | market_event | manual
     event_id: str = ""
+    # A rep event changes only the territories it touches and those within this many hops of them;
+    # every other territory keeps its providers (0: no limit).
+    locality_steps: int = 2
 
 
 CHECKS = [
@@ -143,6 +150,8 @@ def territory_plan(
         provider_scores = read_partition(conn, "provider_scores", quarter)
         geocoded = read_partition(conn, "geocoded_providers", quarter)
         reps = read_partition(conn, "sales_reps", quarter)
+        event_log = read_partition(conn, "rep_event_log", quarter)
+        memberships = read_partition(conn, "provider_clusters", quarter)
         previous_id, previous, previous_territories = _previous_alignment(conn, this_id, quarter)
         history = query(conn, "alignment_history", "history") if table_exists(conn, "alignment_history") else None
     if reps.height == 0:
@@ -158,9 +167,22 @@ def territory_plan(
     locks = read_locks(cfg.locks_file, account_moves)
     if locks is not None:
         locks = locks.filter(pl.col("rep_id").is_in(reps["rep_id"].implode()) & pl.col("npi").is_in(inputs.providers["npi"].implode()))
+    account_locks = locks
     mode = choose_mode(config.mode, quarter, previous is not None, config.annual_realignment_month)
     previous_for_engine = previous.select("npi", "rep_id") if (mode == "micro" and previous is not None) else None
     departed = set(previous["rep_id"].unique().to_list()) - set(reps["rep_id"].to_list()) if previous is not None else set()
+    locality = None
+    if previous_for_engine is not None and config.trigger == "rep_event" and config.locality_steps > 0:
+        event_reps = set(event_log.filter(pl.col("event_id") == config.event_id)["rep_id"].drop_nulls().to_list())
+        seeds = changed_territories(previous, reps, event_reps, geocoded)
+        graph = territory_graph(previous, memberships, adjacency)
+        locality = neighbourhood(graph, seeds, config.locality_steps)
+        frozen = locality_locks(previous, reps, locality, memberships).filter(pl.col("npi").is_in(inputs.providers["npi"].implode()))
+        locks = pl.concat([frozen, locks]).unique("npi", keep="last", maintain_order=True).sort("npi") if locks is not None else frozen
+        context.log.info(
+            f"rep event {config.event_id}: territories of {sorted(seeds)} and {config.locality_steps} hops around them may change "
+            f"({len(locality)} of {len(graph)}); the other territories keep their {frozen.height} providers"
+        )
 
     plan = balance(
         inputs.units,
@@ -172,6 +194,7 @@ def territory_plan(
         settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
     )
     metrics = dict(plan.metrics)
+    seconds = metrics.pop("seconds", None)  # run time: metadata only, so stored rows stay deterministic
     context.log.info(
         f"alignment {this_id} ({mode}): imbalance {metrics['imbalance']:.2%}, bound {metrics['granularity_bound']:.2%}, "
         f"{metrics.get('metro_splits', 0)} metro splits, {metrics.get('disconnected_territories', 0)} disconnected"
@@ -182,7 +205,7 @@ def territory_plan(
         .select("npi", "territory_id", "rep_id", "cluster_id", "unit_id", "opportunity_score")
         .sort("npi")
     )
-    assignments = assignment_reasons(assignments, previous if mode == "micro" else None, locks, departed, clusters)
+    assignments = assignment_reasons(assignments, previous if mode == "micro" else None, account_locks, departed, clusters)
     territories = plan.territories.sort("territory_id")
     metric_rows = pl.DataFrame(
         {
@@ -241,7 +264,7 @@ def territory_plan(
         before_after = rebalance_chart_png(previous_territories, territories, tolerance=config.tolerance)
         charts["before_and_after"] = dg.MetadataValue.md(markdown_image(before_after, f"before ({previous_id}) and after"))
 
-    plan_meta = numeric_metadata({k: v for k, v in metrics.items() if k != "explanation"})
+    plan_meta = numeric_metadata({k: v for k, v in {**metrics, "seconds": seconds}.items() if k != "explanation"})
     yield dg.MaterializeResult(
         asset_key="territories",
         metadata={

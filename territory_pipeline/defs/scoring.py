@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 
 from territory_pipeline.defs.metadata import markdown_table, table_metadata
-from territory_pipeline.defs.partitions import quarterly_partitions
+from territory_pipeline.defs.partitions import event_cutoff, quarterly_partitions
 from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
 from territory_pipeline.operations.events import scan_events
 from territory_pipeline.operations.market import apply_market_events
 from territory_pipeline.schemas import REJECTS, conform
 from territory_pipeline.scoring import check_score_integrity, load_scoring_config, markdown_summary, score_providers
-from territory_pipeline.storage.partitions import partition_transaction, quarter_date, quarter_end, read_partition
+from territory_pipeline.storage.partitions import partition_transaction, quarter_date, read_partition
 
 KINDS = {"duckdb", "polars"}
 
@@ -66,7 +66,7 @@ def opportunity_scores(context: dg.AssetExecutionContext, database: TerritoryDat
         memberships = read_partition(conn, "provider_clusters", quarter)
     if geocoded.height == 0 or memberships.height == 0:
         raise RuntimeError(f"geocoded_providers/provider_clusters have no rows for {context.partition_key}: materialize them first")
-    scan = scan_events(Path(cfg.events_dir), "market", before=quarter_end(quarter))
+    scan = scan_events(Path(cfg.events_dir), "market", before=event_cutoff(context.partition_key))
     providers, market_log = apply_market_events(geocoded, scan.events)
     for name, reason in scan.malformed:
         context.log.warning(f"skipped malformed market event file {name}: {reason}")

@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 
 from territory_pipeline.defs.metadata import markdown_table, numeric_metadata, table_metadata
-from territory_pipeline.defs.partitions import quarterly_partitions
+from territory_pipeline.defs.partitions import event_cutoff, quarterly_partitions
 from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
 from territory_pipeline.geography.zip_reference import zip_centroids
 from territory_pipeline.operations.events import scan_events
 from territory_pipeline.operations.roster import RosterError, apply_rep_events, place_roster, read_roster
 from territory_pipeline.schemas import REJECTS, conform
-from territory_pipeline.storage.partitions import partition_transaction, quarter_date, quarter_end, read_partition
+from territory_pipeline.storage.partitions import partition_transaction, quarter_date, read_partition
 from territory_pipeline.universe import provider_sources
 from territory_pipeline.universe.sample_data import generate_sample
 
@@ -72,7 +72,7 @@ def sales_reps(
     roster, problems = place_roster(read_roster(reps_path), zips)
     if problems:
         raise RosterError(f"rep roster {reps_path}: " + "; ".join(problems))
-    scan = scan_events(Path(cfg.events_dir), "reps", before=quarter_end(quarter))
+    scan = scan_events(Path(cfg.events_dir), "reps", before=event_cutoff(context.partition_key))
     roster, account_moves, log = apply_rep_events(roster, scan.events, zips)
     for name, reason in scan.malformed:
         context.log.warning(f"skipped malformed rep event file {name}: {reason}")

@@ -145,3 +145,71 @@ def assignment_reasons(
         .otherwise(pl.format("moved from rep {} to restore balance; {}", pl.col("_prev_rep"), where))
     )
     return frame.with_columns(reason.alias("assignment_reason")).drop("cbsa_title", "_prev_rep", "_locked")
+
+
+def territory_graph(assignments: pl.DataFrame, provider_clusters: pl.DataFrame, adjacency: pl.DataFrame) -> dict[str, set[str]]:
+    """Which reps' territories touch, from an alignment's providers and the cluster graph."""
+    owner = assignments.select("npi", "rep_id").join(provider_clusters.select("npi", "cluster_id"), on="npi").select("cluster_id", "rep_id").unique()
+    pairs = (
+        adjacency.select("cluster_id", "neighbor_cluster_id")
+        .join(owner, on="cluster_id")
+        .join(owner.rename({"cluster_id": "neighbor_cluster_id", "rep_id": "neighbor_rep_id"}), on="neighbor_cluster_id")
+        .filter(pl.col("rep_id") != pl.col("neighbor_rep_id"))
+        .select("rep_id", "neighbor_rep_id")
+        .unique()
+    )
+    graph: dict[str, set[str]] = {rep: set() for rep in assignments["rep_id"].unique().to_list()}
+    for a, b in pairs.rows():
+        graph[a].add(b)
+        graph[b].add(a)
+    return graph
+
+
+def neighbourhood(graph: dict[str, set[str]], seeds: set[str], steps: int) -> set[str]:
+    """The seed territories and every territory within ``steps`` hops of them."""
+    reached, frontier = set(seeds), set(seeds)
+    for _ in range(steps):
+        frontier = {n for rep in frontier for n in graph.get(rep, ())} - reached
+        reached |= frontier
+    return reached
+
+
+def changed_territories(
+    previous: pl.DataFrame,
+    reps: pl.DataFrame,
+    event_reps: set[str],
+    providers: pl.DataFrame,
+) -> set[str]:
+    """The previous territories a rep event touches.
+
+    A departed rep's territory; for a new rep, the territory holding the
+    provider nearest its home; for any other event, the rep's own territory.
+    """
+    before = set(previous["rep_id"].unique().to_list())
+    seeds = set(event_reps & before)
+    new = reps.filter(pl.col("rep_id").is_in(sorted(event_reps - before)))
+    located = previous.join(providers.select("npi", "latitude", "longitude"), on="npi")
+    for lat, lon in new.select("home_latitude", "home_longitude").rows():
+        nearest = located.with_columns(
+            ((pl.col("latitude") - lat) ** 2 + ((pl.col("longitude") - lon) * 0.8) ** 2).alias("_d")
+        ).sort("_d", "npi")
+        if nearest.height:
+            seeds.add(nearest["rep_id"][0])
+    return seeds
+
+
+def locality_locks(previous: pl.DataFrame, reps: pl.DataFrame, allowed: set[str], provider_clusters: pl.DataFrame) -> pl.DataFrame:
+    """Locks keeping the providers of territories outside ``allowed`` with their rep.
+
+    Only clusters held whole by one such rep are locked: a cluster split
+    between reps (a heavy metro) is re-divided by the engine as one piece.
+    """
+    staying = set(reps["rep_id"].to_list())
+    owners = previous.select("npi", "rep_id").join(provider_clusters.select("npi", "cluster_id"), on="npi")
+    whole = owners.group_by("cluster_id").agg(pl.col("rep_id").n_unique().alias("_reps")).filter(pl.col("_reps") == 1)
+    return (
+        owners.join(whole.select("cluster_id"), on="cluster_id")
+        .filter(~pl.col("rep_id").is_in(sorted(allowed)) & pl.col("rep_id").is_in(sorted(staying)))
+        .select("npi", "rep_id")
+        .sort("npi")
+    )
