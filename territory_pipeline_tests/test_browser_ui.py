@@ -14,19 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_browser import CHROMIUM_ARGS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = ("providers", "geocoded_providers", "clusters", "provider_scores", "territories", "territory_assignments", "territory_exports")
 
 pytestmark = [

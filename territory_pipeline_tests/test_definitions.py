@@ -68,3 +68,16 @@ def test_dg_check_defs_passes_from_the_repository_root():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning" not in (result.stdout + result.stderr).lower()
+
+
+def test_settings_resource_mirrors_every_setting():
+    from dataclasses import fields
+
+    from territory_pipeline.defs.resources import PipelineSettings
+    from territory_pipeline.settings import ENVIRONMENT, Settings
+
+    settings_fields = {f.name for f in fields(Settings)}
+    assert set(PipelineSettings.model_fields) == settings_fields - {"duckdb_path"}
+    assert {name for name, _ in ENVIRONMENT.values()} == settings_fields
+    custom = Settings(provider_source="api", taxonomy_codes=("207T00000X",), h3_resolution=6, cluster_method="metro")
+    assert PipelineSettings.from_settings(custom).to_settings() == custom

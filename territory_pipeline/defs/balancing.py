@@ -13,6 +13,7 @@ from territory_pipeline.defs.partitions import quarterly_partitions
 from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
 from territory_pipeline.operations.alignment import (
     alignment_id,
+    assignment_details,
     assignment_reasons,
     choose_mode,
     changed_territories,
@@ -251,10 +252,7 @@ def territory_plan(
 
     history_points = (history.filter(pl.col("alignment_id") != this_id) if history is not None else history_row.clear())
     history_points = pl.concat([history_points.select("refresh_quarter", "created_at", "imbalance"), history_row.select("refresh_quarter", "created_at", "imbalance")])
-    map_frame = assignments.join(
-        geocoded.select("npi", "provider_name", "taxonomy_display_name", "latitude", "longitude", "h3_cell", "city", "state"),
-        on="npi",
-    ).join(reps.select("rep_id", "rep_name"), on="rep_id", how="left")
+    map_frame = assignment_details(assignments, geocoded, reps)
     static_map = render_static_map_png(map_frame, territories, title=f"Territories {context.partition_key} ({mode})")
     chart = opportunity_chart_png(territories, tolerance=config.tolerance)
     trend = imbalance_history_png(history_points.sort("refresh_quarter", "created_at"), tolerance=config.tolerance, action_threshold=ACTION_THRESHOLD)

@@ -7,6 +7,7 @@ import polars as pl
 from territory_pipeline.defs.metadata import markdown_table, table_metadata
 from territory_pipeline.defs.partitions import quarterly_partitions
 from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
+from territory_pipeline.operations.alignment import assignment_details
 from territory_pipeline.operations.diff import alignment_changes as diff_alignments
 from territory_pipeline.operations.diff import changes_markdown, territory_change_summary
 from territory_pipeline.operations.exports import (
@@ -100,20 +101,11 @@ def alignment_diff(context: dg.AssetExecutionContext, database: TerritoryDatabas
 )
 def territory_exports(context: dg.AssetExecutionContext, database: TerritoryDatabase, settings: PipelineSettings) -> dg.MaterializeResult:
     cfg = settings.to_settings()
-    quarter = quarter_date(context.partition_key)
-    with database.connection() as conn:
-        assignments = read_partition(conn, "territory_assignments", quarter)
-        providers = read_partition(conn, "geocoded_providers", quarter)
-        territories = read_partition(conn, "territories", quarter)
-        reps = read_partition(conn, "sales_reps", quarter)
-    detail = assignments.join(providers, on="npi", how="left", suffix="_provider").join(
-        reps.select("rep_id", "rep_name"), on="rep_id", how="left"
-    )
+    detail, territories = _alignment(database, context.partition_key)
     folder = cfg.quarter_output_dir(context.partition_key)
     removed = clean_stale_temporaries(folder)
     export = crm_assignments(detail)
-    summary = territories.join(reps.select("rep_id", "rep_name"), on="rep_id", how="left", suffix="_roster")
-    summary = summary.select([c for c in summary.columns if not isinstance(summary.schema[c], pl.List)])
+    summary = territories.select([c for c in territories.columns if not isinstance(territories.schema[c], pl.List)])
     files = write_table_files(folder, "territory_assignments", export) + write_table_files(folder, "territories", summary)
     return dg.MaterializeResult(
         metadata={
@@ -140,22 +132,29 @@ def territory_exports(context: dg.AssetExecutionContext, database: TerritoryData
 )
 def territory_map(context: dg.AssetExecutionContext, database: TerritoryDatabase, settings: PipelineSettings) -> dg.MaterializeResult:
     cfg = settings.to_settings()
-    quarter = quarter_date(context.partition_key)
+    detail, territories = _alignment(database, context.partition_key)
+    folder = cfg.quarter_output_dir(context.partition_key)
+    removed = clean_stale_temporaries(folder)
+    html = render_territory_map(detail, territories, folder / ".territory_map.html.tmp", title=f"Territories {context.partition_key}")
+    path = html.replace(folder / "territory_map.html")  # atomic: a reader never sees half a map
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "providers": detail.height,
+            "territories": territories.height,
+            "stale_temporaries_removed": removed,
+        }
+    )
+
+
+def _alignment(database: TerritoryDatabase, partition_key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The quarter's assignments with provider and rep details, and its territories."""
+    quarter = quarter_date(partition_key)
     with database.connection() as conn:
         assignments = read_partition(conn, "territory_assignments", quarter)
         providers = read_partition(conn, "geocoded_providers", quarter)
         territories = read_partition(conn, "territories", quarter)
         reps = read_partition(conn, "sales_reps", quarter)
-    frame = assignments.join(
-        providers.select("npi", "provider_name", "taxonomy_display_name", "latitude", "longitude", "h3_cell", "city", "state"),
-        on="npi",
-    ).join(reps.select("rep_id", "rep_name"), on="rep_id", how="left")
-    territories = territories.join(reps.select("rep_id", pl.col("rep_name").alias("_roster_name")), on="rep_id", how="left")
-    if "rep_name" not in territories.columns:
-        territories = territories.rename({"_roster_name": "rep_name"})
-    else:
-        territories = territories.drop("_roster_name")
-    path = render_territory_map(
-        frame, territories, cfg.quarter_output_dir(context.partition_key) / "territory_map.html", title=f"Territories {context.partition_key}"
-    )
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "providers": frame.height, "territories": territories.height})
+    if assignments.height == 0:
+        raise RuntimeError(f"no territory assignments for {partition_key}: materialize territories first")
+    return assignment_details(assignments, providers, reps), territories

@@ -213,3 +213,11 @@ def locality_locks(previous: pl.DataFrame, reps: pl.DataFrame, allowed: set[str]
         .select("npi", "rep_id")
         .sort("npi")
     )
+
+
+def assignment_details(assignments: pl.DataFrame, geocoded: pl.DataFrame, reps: pl.DataFrame) -> pl.DataFrame:
+    """Each assignment with its provider (name, specialty, practice address, location) and rep name."""
+    provider_columns = [c for c in geocoded.columns if c not in assignments.columns or c == "npi"]
+    return assignments.join(geocoded.select(provider_columns), on="npi", how="left").join(
+        reps.select("rep_id", "rep_name"), on="rep_id", how="left"
+    )
