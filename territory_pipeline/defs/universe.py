@@ -104,9 +104,23 @@ def sales_reps(
     )
 
 
+class UniverseConfig(dg.Config):
+    max_reject_share: float = 0.05  # WARN when more of the candidate rows than this are rejected
+
+
 @dg.multi_asset(
     partitions_def=quarterly_partitions,
     group_name="universe",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "reject_share_below_limit",
+            asset="provider_rejects",
+            description=(
+                "Rejected rows / (providers + rejected rows). WARN above UniverseConfig.max_reject_share (default 5%): "
+                "a sign of a truncated or mis-shaped source file."
+            ),
+        )
+    ],
     specs=[
         dg.AssetSpec(
             "providers",
@@ -132,7 +146,9 @@ def sales_reps(
         ),
     ],
 )
-def provider_universe(context: dg.AssetExecutionContext, database: TerritoryDatabase, settings: PipelineSettings):
+def provider_universe(
+    context: dg.AssetExecutionContext, config: UniverseConfig, database: TerritoryDatabase, settings: PipelineSettings
+):
     cfg = settings.to_settings()
     quarter = quarter_date(context.partition_key)
     with database.connection() as conn:
@@ -158,6 +174,7 @@ def provider_universe(context: dg.AssetExecutionContext, database: TerritoryData
         if universe.api_responses is not None:
             tx.replace("npi_registry_responses", universe.api_responses)
     reasons = rejects.group_by("reason").len().sort("reason")
+    reject_share = rejects.height / max(1, rejects.height + universe.providers.height)
     stats = numeric_metadata(universe.stats)
     yield dg.MaterializeResult(
         asset_key="providers",
@@ -179,12 +196,17 @@ def provider_universe(context: dg.AssetExecutionContext, database: TerritoryData
         metadata={
             **table_metadata("provider_rejects", rejects),
             "rejects_by_reason": dg.MetadataValue.md(markdown_table(reasons)),
-            "reject_share": dg.MetadataValue.float(
-                rejects.height / max(1, rejects.height + universe.providers.height)
-            ),
+            "reject_share": dg.MetadataValue.float(reject_share),
         },
     )
     yield dg.MaterializeResult(
         asset_key="provider_secondary_locations",
         metadata=table_metadata("provider_secondary_locations", universe.secondary_locations),
+    )
+    yield dg.AssetCheckResult(
+        check_name="reject_share_below_limit",
+        asset_key="provider_rejects",
+        passed=reject_share <= config.max_reject_share,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reject_share": reject_share, "limit": config.max_reject_share, "rejects": rejects.height, "providers": universe.providers.height},
     )
