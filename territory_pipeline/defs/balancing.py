@@ -16,12 +16,9 @@ from territory_pipeline.operations.alignment import (
     assignment_details,
     assignment_reasons,
     choose_mode,
-    changed_territories,
     engine_inputs,
-    locality_locks,
-    neighbourhood,
-    read_locks,
-    territory_graph,
+    engine_locks,
+    metric_rows,
 )
 from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
 from territory_pipeline.visuals import (
@@ -158,31 +155,27 @@ def territory_plan(
     if reps.height == 0:
         raise RuntimeError(f"sales_reps has no rows for {context.partition_key}: materialize it first")
     inputs = engine_inputs(scored, clusters, adjacency, provider_scores, geocoded)
-    account_moves = None
-    if "locked_npis" in reps.columns:
-        account_moves = (
-            reps.select("rep_id", pl.col("locked_npis").str.split("|").alias("npi"))
-            .explode("npi")
-            .filter(pl.col("npi").is_not_null() & (pl.col("npi") != ""))
-        )
-    locks = read_locks(cfg.locks_file, account_moves)
-    if locks is not None:
-        locks = locks.filter(pl.col("rep_id").is_in(reps["rep_id"].implode()) & pl.col("npi").is_in(inputs.providers["npi"].implode()))
-    account_locks = locks
     mode = choose_mode(config.mode, quarter, previous is not None, config.annual_realignment_month)
     previous_for_engine = previous.select("npi", "rep_id") if (mode == "micro" and previous is not None) else None
     departed = set(previous["rep_id"].unique().to_list()) - set(reps["rep_id"].to_list()) if previous is not None else set()
-    locality = None
-    if previous_for_engine is not None and config.trigger == "rep_event" and config.locality_steps > 0:
+    event_reps = None
+    if config.trigger == "rep_event":
         event_reps = set(event_log.filter(pl.col("event_id") == config.event_id)["rep_id"].drop_nulls().to_list())
-        seeds = changed_territories(previous, reps, event_reps, geocoded)
-        graph = territory_graph(previous, memberships, adjacency)
-        locality = neighbourhood(graph, seeds, config.locality_steps)
-        frozen = locality_locks(previous, reps, locality, memberships).filter(pl.col("npi").is_in(inputs.providers["npi"].implode()))
-        locks = pl.concat([frozen, locks]).unique("npi", keep="last", maintain_order=True).sort("npi") if locks is not None else frozen
+    locks = engine_locks(
+        locks_file=cfg.locks_file,
+        reps=reps,
+        providers=inputs.providers,
+        previous=previous_for_engine,
+        event_reps=event_reps,
+        geocoded=geocoded,
+        provider_clusters=memberships,
+        adjacency=adjacency,
+        locality_steps=config.locality_steps,
+    )
+    if locks.movable_territories is not None:
         context.log.info(
-            f"rep event {config.event_id}: territories of {sorted(seeds)} and {config.locality_steps} hops around them may change "
-            f"({len(locality)} of {len(graph)}); the other territories keep their {frozen.height} providers"
+            f"rep event {config.event_id}: {len(locks.movable_territories)} territories may change "
+            f"({', '.join(sorted(locks.movable_territories))}); the others keep their {locks.frozen_providers} providers"
         )
 
     plan = balance(
@@ -190,7 +183,7 @@ def territory_plan(
         reps.select("rep_id", "rep_name", "home_latitude", "home_longitude", "capacity"),
         adjacency=inputs.adjacency,
         providers=inputs.providers,
-        locks=locks,
+        locks=locks.all,
         previous=previous_for_engine,
         settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
     )
@@ -206,16 +199,9 @@ def territory_plan(
         .select("npi", "territory_id", "rep_id", "cluster_id", "unit_id", "opportunity_score")
         .sort("npi")
     )
-    assignments = assignment_reasons(assignments, previous if mode == "micro" else None, account_locks, departed, clusters)
+    assignments = assignment_reasons(assignments, previous if mode == "micro" else None, locks.accounts, departed, clusters)
     territories = plan.territories.sort("territory_id")
-    metric_rows = pl.DataFrame(
-        {
-            "metric": list(metrics),
-            "value": [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1.0 if v is True else 0.0 if v is False else None) for v in metrics.values()],
-            "text": [None if isinstance(v, (int, float)) else str(v) for v in metrics.values()],
-        },
-        schema={"metric": pl.Utf8, "value": pl.Float64, "text": pl.Utf8},
-    ).with_columns(pl.lit(this_id).alias("alignment_id"), pl.lit(mode).alias("mode")).sort("metric")
+    metric_table = metric_rows(metrics, this_id, mode)
 
     created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     history_row = pl.DataFrame(
@@ -245,7 +231,7 @@ def territory_plan(
     with database.connection() as conn, partition_transaction(conn, quarter) as tx:
         tx.replace("territories", territories)
         tx.replace("territory_assignments", assignments)
-        tx.replace("plan_metrics", metric_rows)
+        tx.replace("plan_metrics", metric_table)
         tx.write("alignment_history", history_row, [("delete_alignment", [this_id]), ("insert", [])])
         tx.write("alignment_assignment_history", history_assignments, [("delete_alignment", [this_id]), ("insert", [])])
         tx.write("alignment_territory_history", history_territories, [("delete_alignment", [this_id]), ("insert", [])])
@@ -293,7 +279,7 @@ def territory_plan(
             "moved_provider_share": dg.MetadataValue.float(float(metrics.get("moved_provider_share", 0.0))),
         },
     )
-    yield dg.MaterializeResult(asset_key="plan_metrics", metadata={**table_metadata("plan_metrics", metric_rows), "alignment_id": dg.MetadataValue.text(this_id)})
+    yield dg.MaterializeResult(asset_key="plan_metrics", metadata={**table_metadata("plan_metrics", metric_table), "alignment_id": dg.MetadataValue.text(this_id)})
 
     # --- guardrails ---------------------------------------------------------
     imbalance = float(metrics["imbalance"])

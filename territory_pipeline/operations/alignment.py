@@ -221,3 +221,68 @@ def assignment_details(assignments: pl.DataFrame, geocoded: pl.DataFrame, reps: 
     return assignments.join(geocoded.select(provider_columns), on="npi", how="left").join(
         reps.select("rep_id", "rep_name"), on="rep_id", how="left"
     )
+
+
+@dataclass(frozen=True)
+class EngineLocks:
+    """What the engine must keep: account locks, plus the territories a rep event may not touch."""
+
+    accounts: pl.DataFrame | None  # npi, rep_id: the roster's and the locks file's account locks
+    all: pl.DataFrame | None  # accounts plus the frozen far territories
+    movable_territories: set[str] | None  # reps whose territories may change (None: all)
+    frozen_providers: int = 0
+
+
+def engine_locks(
+    *,
+    locks_file: str | None,
+    reps: pl.DataFrame,
+    providers: pl.DataFrame,
+    previous: pl.DataFrame | None,
+    event_reps: set[str] | None,
+    geocoded: pl.DataFrame,
+    provider_clusters: pl.DataFrame,
+    adjacency: pl.DataFrame,
+    locality_steps: int,
+) -> EngineLocks:
+    """Account locks (locks file and territory-change events) and, for a rep event with a
+    previous alignment, locks freezing every territory more than ``locality_steps`` hops from
+    the territories the event touches."""
+    account_moves = None
+    if "locked_npis" in reps.columns:
+        account_moves = (
+            reps.select("rep_id", pl.col("locked_npis").str.split("|").alias("npi"))
+            .explode("npi")
+            .filter(pl.col("npi").is_not_null() & (pl.col("npi") != ""))
+        )
+    accounts = read_locks(locks_file, account_moves)
+    if accounts is not None:
+        accounts = accounts.filter(pl.col("rep_id").is_in(reps["rep_id"].implode()) & pl.col("npi").is_in(providers["npi"].implode()))
+    if previous is None or event_reps is None or locality_steps <= 0:
+        return EngineLocks(accounts, accounts, None)
+    seeds = changed_territories(previous, reps, event_reps, geocoded)
+    movable = neighbourhood(territory_graph(previous, provider_clusters, adjacency), seeds, locality_steps)
+    frozen = locality_locks(previous, reps, movable, provider_clusters).filter(pl.col("npi").is_in(providers["npi"].implode()))
+    merged = frozen if accounts is None else pl.concat([frozen, accounts]).unique("npi", keep="last", maintain_order=True).sort("npi")
+    return EngineLocks(accounts, merged, movable, frozen.height)
+
+
+def metric_rows(metrics: dict, alignment: str, mode: str) -> pl.DataFrame:
+    """The plan's measures as rows: numeric ones in ``value``, the rest (explanation) in ``text``."""
+    def number(v):
+        if isinstance(v, bool):
+            return float(v)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    return (
+        pl.DataFrame(
+            {
+                "metric": list(metrics),
+                "value": [number(v) for v in metrics.values()],
+                "text": [None if isinstance(v, (int, float)) else str(v) for v in metrics.values()],
+            },
+            schema={"metric": pl.Utf8, "value": pl.Float64, "text": pl.Utf8},
+        )
+        .with_columns(pl.lit(alignment).alias("alignment_id"), pl.lit(mode).alias("mode"))
+        .sort("metric")
+    )
