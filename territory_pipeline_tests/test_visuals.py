@@ -475,3 +475,14 @@ def test_state_outlines_cover_the_contiguous_states():
     polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
     lons = [point[0] for polygon in polygons for ring in polygon for point in ring]
     assert -107 < min(lons) < -106 and -94 < max(lons) < -93
+
+
+def test_initial_view_fits_the_mainland_when_a_few_points_are_offshore() -> None:
+    from territory_pipeline.visuals.maps import _view_bounds
+
+    lats = [33.4, 40.7, 47.6, 25.8] * 10 + [61.2, 21.3]  # Phoenix, New York, Seattle, Miami; Anchorage, Honolulu
+    lons = [-112.1, -74.0, -122.3, -80.2] * 10 + [-149.9, -157.9]
+    south, west, north, east = _view_bounds(lats, lons)
+    assert (south, north) == (25.8, 47.6) and (west, east) == (-122.3, -74.0)
+    # Mostly offshore: the view covers everything.
+    assert _view_bounds([61.2, 61.3, 40.7], [-149.9, -150.0, -74.0]) == (40.7, -150.0, 61.3, -74.0)

@@ -163,8 +163,23 @@ def _prepare(assignments: pl.DataFrame, territories: pl.DataFrame) -> _MapData:
     longitudes = providers["longitude"].to_list() + territories["base_longitude"].drop_nulls().to_list()
     if not latitudes:
         raise ValueError("no provider or rep base has coordinates: nothing to map")
-    bounds = (min(latitudes), min(longitudes), max(latitudes), max(longitudes))
-    return _MapData(providers, territories, colours, missing_coordinates, bounds)
+    return _MapData(providers, territories, colours, missing_coordinates, _view_bounds(latitudes, longitudes))
+
+
+# The contiguous United States: the initial view when nearly everything is there, so a few
+# providers in Alaska, Hawaii or Puerto Rico do not shrink the mainland to a corner.
+CONUS_BOX = (24.0, -125.5, 49.8, -66.5)  # south, west, north, east
+MAINLAND_SHARE = 0.9
+
+
+def _view_bounds(latitudes: list[float], longitudes: list[float]) -> tuple[float, float, float, float]:
+    """South, west, north, east of the initial view (offshore points are drawn but may be off-screen)."""
+    lat, lon = np.asarray(latitudes, dtype=float), np.asarray(longitudes, dtype=float)
+    south, west, north, east = CONUS_BOX
+    mainland = (lat >= south) & (lat <= north) & (lon >= west) & (lon <= east)
+    if mainland.mean() >= MAINLAND_SHARE and mainland.any():
+        lat, lon = lat[mainland], lon[mainland]
+    return (float(lat.min()), float(lon.min()), float(lat.max()), float(lon.max()))
 
 
 def _format_score(value: float | None) -> str:
