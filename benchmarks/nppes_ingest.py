@@ -250,6 +250,8 @@ def main() -> None:
 
     # The parent imports no numpy/polars and generates in a child: a child's ru_maxrss starts
     # from the parent's RSS at fork, so the parent must stay small for honest peaks.
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         target_dir = args.dir if args.keep and args.dir else Path(tmp)
         path = target_dir / f"npidata_pfile_20050523-20261109_{args.rows}.csv"
