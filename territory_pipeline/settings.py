@@ -24,7 +24,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TERRITORY_TAXONOMY_CODES": ("taxonomy_codes", "Comma-separated NUCC codes of the target universe."),
     "TERRITORY_TAXONOMY_CLASSIFICATIONS": (
         "taxonomy_classifications",
-        "Comma-separated NUCC classifications (each with all its specializations), added to the codes; needs NUCC_TAXONOMY_SOURCE.",
+        "Comma-separated NUCC classifications (each with all its specializations), added to the codes; without NUCC_TAXONOMY_SOURCE only the built-in subset's codes are known.",
+    ),
+    "TERRITORY_TAXONOMY_SPECIALIZATIONS": (
+        "taxonomy_specializations",
+        "Comma-separated NUCC specializations (e.g. Orthopaedic Surgery of the Spine), added to the codes.",
     ),
     "TERRITORY_INCLUDE_ORGANIZATIONS": ("include_organizations", "true to keep organization NPIs as targets (default false)."),
     "TERRITORY_PRACTICE_SETTINGS": ("practice_settings", "Comma-separated settings kept (hospital,asc,office); empty keeps all."),
@@ -81,6 +85,7 @@ class Settings:
     provider_source: str = "sample"
     taxonomy_codes: tuple[str, ...] = DEFAULT_TAXONOMY_CODES
     taxonomy_classifications: tuple[str, ...] = ()
+    taxonomy_specializations: tuple[str, ...] = ()
     include_organizations: bool = False
     practice_settings: tuple[str, ...] = ()
     reps_file: str = ""

@@ -23,6 +23,7 @@ class PipelineSettings(dg.ConfigurableResource):
     provider_source: str = "sample"
     taxonomy_codes: list[str] = []
     taxonomy_classifications: list[str] = []
+    taxonomy_specializations: list[str] = []
     include_organizations: bool = False
     practice_settings: list[str] = []
     reps_file: str = ""

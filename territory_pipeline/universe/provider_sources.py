@@ -52,7 +52,12 @@ def taxonomy_for(settings: Settings) -> pl.DataFrame:
 
 
 def target_codes(settings: Settings, taxonomy: pl.DataFrame) -> list[str]:
-    return resolve_target_codes(taxonomy, codes=settings.taxonomy_codes, classifications=settings.taxonomy_classifications)
+    return resolve_target_codes(
+        taxonomy,
+        codes=settings.taxonomy_codes,
+        classifications=settings.taxonomy_classifications,
+        specializations=settings.taxonomy_specializations,
+    )
 
 
 def _local(source: str, settings: Settings) -> Path:
