@@ -13,13 +13,18 @@ DELETE FROM alignment_history WHERE alignment_id = ?;
 INSERT INTO alignment_history BY NAME SELECT * FROM incoming;
 
 -- name: latest_before
--- The newest alignment older than the one being made: an earlier trigger of
--- the same quarter, or the latest of an earlier quarter.
+-- The live alignment a new one starts from: the newest one that passed its
+-- blocking guardrails (status 'live'), of this quarter or an earlier one.
+-- A plan that failed them (status 'blocked') is kept for inspection only.
 SELECT alignment_id, refresh_quarter, trigger, created_at
 FROM alignment_history
-WHERE alignment_id <> ? AND refresh_quarter <= ?
+WHERE alignment_id <> ? AND refresh_quarter <= ? AND status = 'live'
 ORDER BY refresh_quarter DESC, created_at DESC, alignment_id DESC
 LIMIT 1;
+
+-- name: recorded
+-- An alignment made before under the same id (a re-run): what it started from.
+SELECT alignment_id, previous_alignment_id FROM alignment_history WHERE alignment_id = ?;
 
 -- name: history
 SELECT * FROM alignment_history ORDER BY refresh_quarter, created_at, alignment_id;

@@ -37,6 +37,9 @@ def main(argv: list[str]) -> int:
         print(territories.select(columns))
         shown = metrics.filter(pl.col("value").is_not_null()).select("metric", "value")
         print(shown)
+    status = dict(metrics.filter(pl.col("text").is_not_null()).select("metric", "text").rows()).get("alignment_status", "live")
+    if status != "live":
+        print(f"This plan failed a blocking guardrail ({status}): it is not exported and not the live alignment.")
     out = settings.quarter_output_dir(argv[0])
     print(f"Exports and map: {out}")
     return 0

@@ -136,6 +136,27 @@ def test_rep_left_shares_out_only_the_affected_territory(world):
     assert not again.run_requests
 
 
+def test_a_new_rep_gets_a_territory_carved_from_neighbours(world):
+    db = world["db"]
+    before = read(db, "select npi, rep_id from territory_assignments order by npi")
+    (world["events"] / "reps" / "joiner.json").write_text(
+        json.dumps({"event_id": "join-1", "event_type": "rep_joined", "rep_id": "REP21", "rep_name": "Ana Diaz", "home_zip": "85004"})
+    )
+    cursor = json.dumps({"mtime_ns": 0, "name": ""})
+    requests = [r for r in rep_turnover_sensor(dg.build_sensor_context(cursor=cursor)).run_requests if r.run_key == "rep-event-join-1"]
+    assert len(requests) == 1
+    result = run_request(world, requests[0], "rep_rebalance_job")
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    after = read(db, "select npi, rep_id from territory_assignments order by npi")
+    gained = after.filter(pl.col("rep_id") == "REP21")
+    assert gained.height > 0
+    donors = set(before.join(gained, on="npi", suffix="_after")["rep_id"])
+    territories = read(db, "select rep_id, deviation, base_latitude, base_longitude from territories")
+    assert "REP21" in set(territories["rep_id"])
+    assert len(donors) < 19  # carved from some territories, not from all
+    assert read(db, "select text from plan_metrics where metric = 'alignment_status'")["text"].to_list() == ["live"]
+
+
 def test_new_asc_rescores_its_providers(world):
     db = world["db"]
     office = read(db, "select g.npi, g.address_line_1, g.zip5 from geocoded_providers g join provider_scores s using (npi) where s.practice_setting = 'office' order by g.npi limit 1")
@@ -172,3 +193,13 @@ def test_a_blocking_guardrail_stops_the_exports(tmp_path, pipeline_env, monkeypa
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "territories" in materialized and "territory_exports" not in materialized
     assert not (pipeline_env["outputs"] / QUARTER / "territory_assignments.csv").exists()
+    db = pipeline_env["duckdb"]
+    assert read(db, "select status from alignment_history")["status"].to_list() == ["blocked"]
+    # Without the locks the next run starts afresh: a blocked plan is never the live alignment.
+    monkeypatch.delenv("TERRITORY_LOCKS_FILE")
+    with dg.instance_for_test() as instance:
+        again = defs().resolve_job_def("quarterly_refresh_job").execute_in_process(partition_key=QUARTER, instance=instance)
+    assert again.success
+    history = read(db, "select status, mode, previous_alignment_id from alignment_history")
+    assert history.rows() == [("live", "full", None)]
+    assert (pipeline_env["outputs"] / QUARTER / "territory_assignments.csv").exists()

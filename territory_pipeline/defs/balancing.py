@@ -88,16 +88,39 @@ CHECKS = [
 
 
 def _previous_alignment(conn, current_id: str, quarter: dt.date) -> tuple[str | None, pl.DataFrame | None, pl.DataFrame | None]:
-    """The newest earlier alignment: its id, its assignments and its territories."""
+    """The alignment this one starts from: its id, its assignments and its territories.
+
+    A re-run of an alignment (same quarter and trigger) starts from what the
+    first run started from, so re-running is idempotent and the history never
+    loops; otherwise it is the newest live alignment.
+    """
     if not table_exists(conn, "alignment_history"):
         return None, None, None
-    rows = query(conn, "alignment_history", "latest_before", [current_id, quarter])
-    if rows.height == 0:
+    recorded = query(conn, "alignment_history", "recorded", [current_id])
+    if recorded.height:
+        previous_id = recorded["previous_alignment_id"][0]
+    else:
+        rows = query(conn, "alignment_history", "latest_before", [current_id, quarter])
+        previous_id = rows["alignment_id"][0] if rows.height else None
+    if previous_id is None:
         return None, None, None
-    previous_id = rows["alignment_id"][0]
     assignments = query(conn, "alignment_assignment_history", "select_alignment", [previous_id])
     territories = query(conn, "alignment_territory_history", "select_alignment", [previous_id])
     return previous_id, assignments, territories
+
+
+def _blocking_failures(metrics: dict, territories: pl.DataFrame, assignments: pl.DataFrame, provider_scores: pl.DataFrame, reps: pl.DataFrame) -> list[str]:
+    """The blocking guardrails this plan fails (the same rules as the checks below)."""
+    failures = []
+    if float(metrics["imbalance"]) >= ACTION_THRESHOLD:
+        failures.append(f"imbalance {float(metrics['imbalance']):.1%} >= {ACTION_THRESHOLD:.0%}")
+    if assignments["npi"].n_unique() != assignments.height or set(assignments["npi"]) != set(provider_scores["npi"]):
+        failures.append("providers not assigned exactly once")
+    if set(reps["rep_id"]) - set(territories.filter(pl.col("provider_count") > 0)["rep_id"]):
+        failures.append("a rep without a territory")
+    if not territories["is_contiguous"].all():
+        failures.append("disconnected territories")
+    return failures
 
 
 @dg.multi_asset(
@@ -161,32 +184,39 @@ def territory_plan(
     event_reps = None
     if config.trigger == "rep_event":
         event_reps = set(event_log.filter(pl.col("event_id") == config.event_id)["rep_id"].drop_nulls().to_list())
-    locks = engine_locks(
-        locks_file=cfg.locks_file,
-        reps=reps,
-        providers=inputs.providers,
-        previous=previous_for_engine,
-        event_reps=event_reps,
-        geocoded=geocoded,
-        provider_clusters=memberships,
-        adjacency=adjacency,
-        locality_steps=config.locality_steps,
-    )
-    if locks.movable_territories is not None:
-        context.log.info(
-            f"rep event {config.event_id}: {len(locks.movable_territories)} territories may change "
-            f"({', '.join(sorted(locks.movable_territories))}); the others keep their {locks.frozen_providers} providers"
+    # A rep event first changes only the territories within locality_steps hops of the ones it
+    # touches; when that cannot stay below the action threshold, the area widens hop by hop.
+    widths = [config.locality_steps + extra for extra in range(3)] + [0] if config.locality_steps > 0 else [0]
+    for steps in widths:
+        locks = engine_locks(
+            locks_file=cfg.locks_file,
+            reps=reps,
+            providers=inputs.providers,
+            previous=previous_for_engine,
+            event_reps=event_reps,
+            geocoded=geocoded,
+            provider_clusters=memberships,
+            adjacency=adjacency,
+            locality_steps=steps,
         )
-
-    plan = balance(
-        inputs.units,
-        reps.select("rep_id", "rep_name", "home_latitude", "home_longitude", "capacity"),
-        adjacency=inputs.adjacency,
-        providers=inputs.providers,
-        locks=locks.all,
-        previous=previous_for_engine,
-        settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
-    )
+        plan = balance(
+            inputs.units,
+            reps.select("rep_id", "rep_name", "home_latitude", "home_longitude", "capacity"),
+            adjacency=inputs.adjacency,
+            providers=inputs.providers,
+            locks=locks.all,
+            previous=previous_for_engine,
+            settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
+        )
+        if locks.movable_territories is None:
+            break
+        context.log.info(
+            f"rep event {config.event_id}: {len(locks.movable_territories)} territories within {steps} hops may change "
+            f"({', '.join(sorted(locks.movable_territories))}), the others keep their {locks.frozen_providers} providers: "
+            f"imbalance {plan.metrics['imbalance']:.2%}"
+        )
+        if plan.metrics["imbalance"] < ACTION_THRESHOLD:
+            break
     metrics = dict(plan.metrics)
     seconds = metrics.pop("seconds", None)  # run time: metadata only, so stored rows stay deterministic
     context.log.info(
@@ -201,7 +231,9 @@ def territory_plan(
     )
     assignments = assignment_reasons(assignments, previous if mode == "micro" else None, locks.accounts, departed, clusters)
     territories = plan.territories.sort("territory_id")
-    metric_table = metric_rows(metrics, this_id, mode)
+    blocked = _blocking_failures(metrics, territories, assignments, provider_scores, reps)
+    status = "blocked" if blocked else "live"
+    metric_table = metric_rows({**metrics, "alignment_status": status}, this_id, mode)
 
     created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     history_row = pl.DataFrame(
@@ -212,6 +244,7 @@ def territory_plan(
             "event_id": [config.event_id],
             "run_id": [context.run.run_id],
             "mode": [mode],
+            "status": [status],
             "previous_alignment_id": [previous_id],
             "created_at": [created],
             "imbalance": [float(metrics["imbalance"])],
@@ -256,6 +289,9 @@ def territory_plan(
             **plan_meta,
             "alignment_id": dg.MetadataValue.text(this_id),
             "mode": dg.MetadataValue.text(mode),
+            "alignment_status": dg.MetadataValue.text(
+                status if not blocked else f"blocked ({'; '.join(blocked)}): kept for inspection, not exported, not the live alignment"
+            ),
             "previous_alignment_id": dg.MetadataValue.text(previous_id or "none"),
             "explanation": dg.MetadataValue.text(str(metrics.get("explanation", ""))),
             "map": dg.MetadataValue.md(markdown_image(static_map, "territory map")),
