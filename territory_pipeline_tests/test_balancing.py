@@ -405,3 +405,96 @@ def test_evaluate_plan_flags_disconnected_territories_and_split_metros():
     )
     _, m2 = evaluate_plan(inst["units"], asg2, inst["reps"], inst["adjacency"])
     assert m2["metro_splits"] == 1 and m2["metros_split_beyond_bound"] == 1
+
+
+# --- compound moves of the local search --------------------------------------------
+
+
+def _grid_problem(nx_: int, ny: int, k: int, weight: np.ndarray | None = None):
+    """A PartitionProblem on an nx x ny lattice (4-neighbour), equal targets."""
+    from territory_pipeline.balancing.geometry import to_csr
+    from territory_pipeline.balancing.partition import PartitionProblem
+
+    n = nx_ * ny
+    w = np.ones(n) if weight is None else weight.reshape(-1).astype(float)
+    xy = np.array([(c * 7.0, r * 7.0) for r in range(ny) for c in range(nx_)])
+    edges = [
+        (r * nx_ + c, r * nx_ + c + dc + dr * nx_)
+        for r in range(ny)
+        for c in range(nx_)
+        for dr, dc in ((0, 1), (1, 0))
+        if c + dc < nx_ and r + dr < ny
+    ]
+    indptr, indices = to_csr(n, np.array(edges, dtype=np.int64))
+    return PartitionProblem(
+        weight=w,
+        providers=np.ones(n),
+        xy=xy,
+        indptr=indptr,
+        indices=indices,
+        targets=np.full(k, w.sum() / k),
+        bases=np.full((k, 2), np.nan),
+        locked=np.full(n, -1, dtype=np.int64),
+        previous=np.full(n, -1, dtype=np.int64),
+    )
+
+
+def _connected_labels(problem, labels) -> bool:
+    g = nx.Graph()
+    g.add_nodes_from(range(problem.n))
+    for u in range(problem.n):
+        for v in problem.indices[problem.indptr[u] : problem.indptr[u + 1]]:
+            g.add_edge(u, int(v))
+    return all(
+        nx.is_connected(g.subgraph(np.nonzero(labels == t)[0].tolist()))
+        for t in range(problem.k)
+    )
+
+
+def test_pair_regrow_resplits_two_territories_along_a_connected_sweep():
+    from territory_pipeline.balancing.partition import SearchParams, _regrow, _State
+
+    problem = _grid_problem(6, 2, 2)
+    labels = np.array([0] * 5 + [1] + [0] * 5 + [1])  # 10 atoms against 2
+    state = _State(problem, labels, SearchParams())
+    nbrs = [
+        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
+        for i in range(problem.n)
+    ]
+    members = np.arange(problem.n)
+    assert _regrow(state, 0, 1, members, nbrs, np.ones(problem.n, dtype=bool))
+    assert np.bincount(labels, minlength=2).tolist() == [6, 6]
+    assert state.tw.tolist() == [6.0, 6.0]
+    assert _connected_labels(problem, labels)
+
+
+def test_polish_recuts_a_lumpy_neighbourhood_into_balance():
+    from territory_pipeline.balancing.partition import SearchParams, polish
+
+    problem = _grid_problem(8, 4, 4)
+    # vertical strips of widths 5, 1, 1, 1: one territory holds 5/8 of the weight
+    col = np.tile(np.arange(8), 4)
+    labels = np.select([col < 5, col == 5, col == 6], [0, 1, 2], 3)
+    out, recut = polish(problem, labels, SearchParams(), seed=0)
+    tw = np.bincount(out, weights=problem.weight, minlength=4)
+    assert recut >= 1
+    assert np.abs(tw / problem.targets - 1).max() <= 0.05
+    assert _connected_labels(problem, out)
+    again, _ = polish(problem, labels, SearchParams(), seed=0)
+    assert np.array_equal(out, again)  # deterministic
+
+
+def test_heavy_metro_atoms_only_join_territories_that_hold_their_metro():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, improve
+
+    # a 6 x 1 line; atoms 0-3 belong to one split metro, territory 2 holds none of it
+    problem = _grid_problem(6, 1, 3, weight=np.array([1.0, 1.0, 2.0, 2.0, 0.5, 0.5]))
+    group = np.array([0, 0, 0, 0, -1, -1])
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    free, _, _ = improve(problem, labels, SearchParams())
+    held, _, _ = improve(replace(problem, group=group), labels, SearchParams())
+    assert free[3] == 2  # unconstrained, the metro atom joins the light territory
+    assert set(held[group == 0].tolist()) <= {0, 1}
+    assert _connected_labels(problem, held)

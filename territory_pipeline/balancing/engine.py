@@ -30,7 +30,14 @@ Algorithm
    improved by step 5 and the best plan kept (fewest disconnected territories,
    then least excess over the tolerance, then least moment of inertia).
    Finished regions are handed to reps of equal target by the Hungarian method
-   on home distance and relationships.
+   on home distance and relationships.  The best plan is then polished by a
+   large-neighbourhood search (:func:`.partition.polish`): each territory beyond
+   the margin is cut afresh together with its territories up to two hops away
+   (seeded bisections improved by step 5), kept when the objective drops.
+   Finally the parts of heavy metros are refined: each unit of a part becomes an
+   atom that may move only between territories already holding its metro, so
+   the parts' sizes adapt to the lumps around them while the metro keeps its p
+   parts.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance), secondary penalties for
@@ -39,7 +46,9 @@ Algorithm
    with ``previous``, disruption.  Donors must stay connected; a cut atom moves
    together with the pieces it would cut off.  When no single move helps,
    ejection chains shift weight along a path of territories (each passing one
-   boundary atom to the next), kept only if the whole objective drops.
+   boundary atom to the next), kept only if the whole objective drops; when no
+   chain helps either, pairs of adjacent territories are re-split jointly along
+   connected sweeps of their union (pair re-growth).
 6. **Disruption mode** (``previous`` given): atoms start with the rep that held
    most of their weight; atoms of departed reps (and new atoms) are grown into
    their neighbours lowest-fill first; a new rep is seeded at the free atom
@@ -47,7 +56,10 @@ Algorithm
    local search.  There the squared-deviation weight is small and moving an atom
    away from its previous rep costs ``disruption_weight`` x its share of a
    target, so moves stop once every territory is back within the tolerance;
-   chains then prefer the nearest territory in need.
+   chains then prefer the nearest territory in need (pair re-growth is off).
+   The greedy search is path dependent, so it is run with the disruption weight
+   x1, x0.5, x2 and x4, keeping the plan with the least imbalance beyond the
+   tolerance (0.5% steps), then the least opportunity moved.
 
 Locked units/accounts are fixed to their rep (a lock on one unit of a light
 metro locks the whole metro, which is one atom).
@@ -87,6 +99,7 @@ from .partition import (
     choose_seeds,
     grow,
     improve,
+    polish,
     stays_connected,
 )
 
@@ -133,44 +146,8 @@ def balance(
         units, prov, edges, mu_bar, settings, deadline
     )
     final_edges = _link_metros(final, final_edges)
-    atom_key = final["atom_key"].to_list()
-    keys, atom_of = np.unique(np.array(atom_key, dtype=object), return_inverse=True)
-    atom_of = atom_of.reshape(-1).astype(np.int64)
-    n_atoms = len(keys)
-    fw = final["weight"].to_numpy()
-    fxy = project(final["latitude"].to_numpy(), final["longitude"].to_numpy())
-    aw = np.bincount(atom_of, weights=fw, minlength=n_atoms)
-    ap = np.bincount(
-        atom_of,
-        weights=final["provider_count"].to_numpy().astype(float),
-        minlength=n_atoms,
-    )
-    # atom position: weight-weighted centroid (plain mean for weightless atoms)
-    cnt = np.bincount(atom_of, minlength=n_atoms)
-    axy = np.column_stack(
-        [
-            np.where(
-                aw > 0,
-                np.bincount(atom_of, weights=fw * fxy[:, i], minlength=n_atoms)
-                / np.where(aw > 0, aw, 1),
-                np.bincount(atom_of, weights=fxy[:, i], minlength=n_atoms) / cnt,
-            )
-            for i in range(2)
-        ]
-    )
-    ae = atom_of[final_edges] if len(final_edges) else np.empty((0, 2), dtype=np.int64)
-    ae = np.sort(ae, axis=1)
-    ae = np.unique(ae[ae[:, 0] != ae[:, 1]], axis=0) if len(ae) else ae
-    ae, _ = connect_components(n_atoms, ae, axy)
-    indptr, indices = to_csr(n_atoms, ae)
-
     rep_ids = reps["rep_id"].to_list()
     rep_index = {r: i for i, r in enumerate(rep_ids)}
-    items = _items(final, prov_final, atom_of)
-    locked = _map_locks(locks, items, rep_index, n_atoms)
-    rel_keys, rel_vals = _map_relationships(relationships, items, rep_index, k, mu_bar)
-    prev = _map_previous(previous, items, rep_index, n_atoms)
-
     homes = np.full((k, 2), np.nan)
     has_home = reps["home_latitude"].is_not_null().to_numpy()
     if has_home.any():
@@ -178,23 +155,25 @@ def balance(
             reps["home_latitude"].to_numpy()[has_home],
             reps["home_longitude"].to_numpy()[has_home],
         )
-    problem = PartitionProblem(
-        weight=aw,
-        providers=ap,
-        xy=axy,
-        indptr=indptr,
-        indices=indices,
-        targets=targets,
-        bases=homes,
-        locked=locked,
-        previous=prev if previous is not None else np.full(n_atoms, -1, dtype=np.int64),
-        relationship_keys=rel_keys,
-        relationship_values=rel_vals,
-        call_hours=settings.visit_frequency_per_quarter * settings.call_minutes / 60.0,
-        travel_hours_per_mile=settings.visit_frequency_per_quarter
-        * settings.circuity
-        / settings.travel_mph,
-    )
+
+    def build(keys: list[str]) -> tuple[PartitionProblem, np.ndarray]:
+        return _atom_problem(
+            final,
+            prov_final,
+            final_edges,
+            keys,
+            targets,
+            homes,
+            rep_index,
+            locks,
+            relationships,
+            previous,
+            settings,
+        )
+
+    problem, atom_of = build(final["atom_key"].to_list())
+    n_atoms = problem.n
+    prev = problem.previous
     if previous is not None:
         params = SearchParams(
             tolerance=settings.tolerance,
@@ -207,16 +186,38 @@ def balance(
             disruption_weight=settings.disruption_weight,
             max_rounds=settings.max_iterations,
             deadline=deadline,
+            pair_moves=False,
         )
-        labels, rounds, moves = improve(
+        labels, rounds, moves = _best_rebalance(
             problem, _start_from_previous(problem, prev, homes), params
         )
         start_name = "previous"
     else:
-        labels, rounds, moves, start_name = _best_fresh_plan(
+        labels, rounds, moves, start_name, params = _best_fresh_plan(
             problem, homes, settings, started, deadline
         )
         labels = _match_reps(problem, labels, homes)
+        params = replace(params, deadline=deadline)
+        labels, recut = polish(problem, labels, params, settings.seed)
+        moves += recut
+    fine_keys, fine_groups = _fine_keys(
+        final["atom_key"].to_list(), final["unit_id"].to_list()
+    )
+    if (
+        fine_groups.max(initial=-1) >= 0
+        and settings.whole_metro_parts
+        and previous is None
+    ):
+        # refinement: the units of heavy-metro parts move one by one between the
+        # territories that already hold their metro, so part sizes adapt to the lumps around
+        fine, fine_of = build(fine_keys)
+        coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
+        coarse_of_fine[fine_of] = atom_of
+        group = np.full(fine.n, -1, dtype=np.int64)
+        group[fine_of] = fine_groups
+        fine = replace(fine, group=group)
+        labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
+        rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
     unit_rep = np.array(rep_ids, dtype=object)[labels[atom_of]]
     unit_assignments = pl.DataFrame(
         {
@@ -276,8 +277,8 @@ def _best_fresh_plan(
     settings: BalanceSettings,
     started: float,
     deadline: float,
-) -> tuple[np.ndarray, int, int, str]:
-    """Run the local search from ``settings.restarts`` starts and keep the best plan.
+) -> tuple[np.ndarray, int, int, str, SearchParams]:
+    """Run the local search from ``settings.restarts`` starts and keep the best plan (and the search parameters).
 
     The starts are 'bisection' (recursive bisection, regions matched to reps by
     home distance with the Hungarian method), then 'homes' when reps have homes
@@ -328,7 +329,136 @@ def _best_fresh_plan(
     best = min(results, key=lambda r: (r[0], r[1]))
     rounds = sum(r[3] for r in results)
     moves = sum(r[4] for r in results)
-    return best[2], rounds, moves, best[5]
+    return best[2], rounds, moves, best[5], params
+
+
+def _best_rebalance(
+    problem: PartitionProblem, start: np.ndarray, params: SearchParams
+) -> tuple[np.ndarray, int, int]:
+    """Local search from the previous plan with the disruption weight x1, x0.5, x2 and x4; keep the best.
+
+    The search is greedy, so how much it moves depends on the path it takes;
+    the weights are tried in a fixed order and the plan kept is the one with the
+    least imbalance beyond the tolerance (in steps of 0.5%), then the least
+    opportunity moved away from its previous rep.  Returns (labels, rounds, moves).
+    """
+    w, prev, tg = problem.weight, problem.previous, problem.targets
+    runs = []
+    factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
+    for i, factor in enumerate(factors):
+        labels, rounds, moves = improve(
+            problem,
+            start,
+            replace(params, disruption_weight=params.disruption_weight * factor),
+        )
+        tw = np.bincount(labels, weights=w, minlength=problem.k)
+        excess = max(0.0, float(np.max(np.abs(tw / tg - 1.0))) - params.tolerance)
+        moved = float(w[(prev >= 0) & (prev != labels)].sum())
+        runs.append(
+            (
+                math.ceil(excess / 0.005 - 1e-9),
+                round(moved, 9),
+                i,
+                labels,
+                rounds,
+                moves,
+            )
+        )
+    best = min(runs, key=lambda r: r[:3])
+    return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
+
+
+def _fine_keys(
+    atom_keys: list[str], unit_ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Refined atom keys (each unit of a heavy-metro part its own atom) and their metro index.
+
+    Returns one key per final unit and, per unit, the index of its heavy metro
+    (-1 for units outside a split metro, whose atoms are unchanged).
+    """
+    metros = sorted({key.split("|part")[0] for key in atom_keys if "|part" in key})
+    metro_index = {m: i for i, m in enumerate(metros)}
+    keys, groups = [], []
+    for key, unit in zip(atom_keys, unit_ids):
+        if "|part" in key:
+            keys.append(f"{key}|{unit}")
+            groups.append(metro_index[key.split("|part")[0]])
+        else:
+            keys.append(key)
+            groups.append(-1)
+    return keys, np.array(groups, dtype=np.int64)
+
+
+def _atom_problem(
+    final: pl.DataFrame,
+    prov_final: pl.DataFrame | None,
+    final_edges: np.ndarray,
+    atom_keys: list[str],
+    targets: np.ndarray,
+    homes: np.ndarray,
+    rep_index: dict[str, int],
+    locks: pl.DataFrame | None,
+    relationships: pl.DataFrame | None,
+    previous: pl.DataFrame | None,
+    settings: BalanceSettings,
+) -> tuple[PartitionProblem, np.ndarray]:
+    """The partition problem over the atoms named by ``atom_keys`` (one per final unit).
+
+    Returns the problem and the atom index of each final unit.
+    """
+    k = len(targets)
+    mu_bar = float(targets.sum()) / k
+    keys, atom_of = np.unique(np.array(atom_keys, dtype=object), return_inverse=True)
+    atom_of = atom_of.reshape(-1).astype(np.int64)
+    n_atoms = len(keys)
+    fw = final["weight"].to_numpy()
+    fxy = project(final["latitude"].to_numpy(), final["longitude"].to_numpy())
+    aw = np.bincount(atom_of, weights=fw, minlength=n_atoms)
+    ap = np.bincount(
+        atom_of,
+        weights=final["provider_count"].to_numpy().astype(float),
+        minlength=n_atoms,
+    )
+    # atom position: weight-weighted centroid (plain mean for weightless atoms)
+    cnt = np.bincount(atom_of, minlength=n_atoms)
+    axy = np.column_stack(
+        [
+            np.where(
+                aw > 0,
+                np.bincount(atom_of, weights=fw * fxy[:, i], minlength=n_atoms)
+                / np.where(aw > 0, aw, 1),
+                np.bincount(atom_of, weights=fxy[:, i], minlength=n_atoms) / cnt,
+            )
+            for i in range(2)
+        ]
+    )
+    ae = atom_of[final_edges] if len(final_edges) else np.empty((0, 2), dtype=np.int64)
+    ae = np.sort(ae, axis=1)
+    ae = np.unique(ae[ae[:, 0] != ae[:, 1]], axis=0) if len(ae) else ae
+    ae, _ = connect_components(n_atoms, ae, axy)
+    indptr, indices = to_csr(n_atoms, ae)
+    items = _items(final, prov_final, atom_of)
+    locked = _map_locks(locks, items, rep_index, n_atoms)
+    rel_keys, rel_vals = _map_relationships(relationships, items, rep_index, k, mu_bar)
+    prev = _map_previous(previous, items, rep_index, n_atoms)
+    problem = PartitionProblem(
+        weight=aw,
+        providers=ap,
+        xy=axy,
+        indptr=indptr,
+        indices=indices,
+        targets=targets,
+        bases=homes,
+        locked=locked,
+        previous=prev,
+        relationship_keys=rel_keys,
+        relationship_values=rel_vals,
+        call_hours=settings.visit_frequency_per_quarter * settings.call_minutes / 60.0,
+        travel_hours_per_mile=settings.visit_frequency_per_quarter
+        * settings.circuity
+        / settings.travel_mph,
+    )
+    return problem, atom_of
 
 
 def _match_reps(
@@ -604,7 +734,7 @@ def _split_heavy(
         cg = (
             gp.group_by("cell")
             .agg(
-                pl.col("sw").sum().alias("w"),
+                pl.col("sw").sort().sum().alias("w"),
                 pl.len().alias("n"),
                 ((pl.col("latitude") * pl.col("sw")).sum() / pl.col("sw").sum()).alias(
                     "lat_w"
@@ -676,7 +806,7 @@ def _split_heavy(
         pieces = (
             gp.group_by("unit_id", "part", "sub")
             .agg(
-                pl.col("sw").sum().alias("weight"),
+                pl.col("sw").sort().sum().alias("weight"),
                 pl.len().alias("provider_count"),
                 pl.col("latitude").mean().alias("latitude"),
                 pl.col("longitude").mean().alias("longitude"),
@@ -783,7 +913,7 @@ def _split_heavy(
 def _scaled_provider_weights(gp: pl.DataFrame, gu: pl.DataFrame) -> pl.DataFrame:
     """Column sw: each provider's share of its unit's weight (by weight, else by count)."""
     tot = gp.group_by("unit_id").agg(
-        pl.col("weight").sum().alias("pw"), pl.len().alias("pn")
+        pl.col("weight").sort().sum().alias("pw"), pl.len().alias("pn")
     )
     return (
         gp.join(tot, on="unit_id")

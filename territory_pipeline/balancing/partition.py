@@ -18,6 +18,15 @@ territory A to an adjacent territory B; it is applied only if the exact change
 of the objective is negative and A stays connected (A's neighbours of the atom
 still reach each other without it).  Every applied move strictly lowers the
 objective, so the search terminates.
+
+When no single move helps, compound moves are tried, each kept only when the
+whole objective drops: ejection chains along a path of territories, then pair
+re-growth (two adjacent territories re-split along a connected sweep of their
+union).  :func:`polish` is a large-neighbourhood search on top: a territory
+beyond the margin and its neighbours up to two hops away are cut afresh by
+seeded bisections, each improved by :func:`improve`.  Atoms with a ``group``
+(units of a split heavy metro) only join territories already holding an atom of
+their group, so a metro is never spread over more territories than it had.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import numpy as np
@@ -53,6 +62,9 @@ class PartitionProblem:
     relationship_values: np.ndarray = field(
         default_factory=lambda: np.empty(0)
     )  # strength x weight / mean target
+    group: np.ndarray = field(
+        default_factory=lambda: np.empty(0, dtype=np.int64)
+    )  # (n,) heavy-metro index or -1: such an atom may only join a territory already holding its metro
     call_hours: float = 0.0  # visits x call time per provider
     travel_hours_per_mile: float = 0.0  # visits x circuity / mph per provider
 
@@ -81,6 +93,7 @@ class SearchParams:
     disruption_weight: float = 0.0
     max_rounds: int = 5000
     stall_rounds: int = 25  # stop after this many rounds without a new best objective
+    pair_moves: bool = True  # re-split pairs of territories when chains are stuck
     deadline: float = math.inf  # time.perf_counter() value
 
 
@@ -204,6 +217,14 @@ class _State:
             float
         )
         self.count = np.bincount(labels, minlength=k)
+        grouped = (
+            problem.group >= 0 if len(problem.group) else np.zeros(problem.n, bool)
+        )
+        self.gcount = np.zeros(
+            (int(problem.group.max()) + 1 if grouped.any() else 0, k)
+        )
+        if grouped.any():
+            np.add.at(self.gcount, (problem.group[grouped], labels[grouped]), 1)
         total_w = problem.weight.sum()
         share = problem.targets / total_w if total_w > 0 else np.full(k, 1.0 / k)
         self.share = share
@@ -374,10 +395,27 @@ class _State:
         pos = np.minimum(np.searchsorted(rk, keys), len(rk) - 1)
         return np.where(rk[pos] == keys, rv[pos], 0.0)
 
+    def allowed(self, u: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether atoms u may join territories b (a heavy-metro atom only joins a holder of its metro)."""
+        if not len(self.gcount):
+            return np.ones(len(u), dtype=bool)
+        g = self.p.group[u]
+        return (g < 0) | (self.gcount[np.maximum(g, 0), b] > 0)
+
+    def chunk_allowed(self, chunk: list[int], b: int) -> bool:
+        """Whether all atoms of ``chunk`` may join territory b."""
+        c = np.asarray(chunk)
+        return bool(self.allowed(c, np.full(len(c), b)).all())
+
     def apply(self, chunk: list[int], a: int, b: int) -> None:
         """Move the atoms of ``chunk`` from a to b, updating the totals."""
         p = self.p
         c = np.array(chunk)
+        if len(self.gcount):
+            g = p.group[c]
+            g = g[g >= 0]
+            np.add.at(self.gcount[:, a], g, -1)
+            np.add.at(self.gcount[:, b], g, 1)
         self.tw[a] -= p.weight[c].sum()
         self.tw[b] += p.weight[c].sum()
         self.tp[a] -= p.providers[c].sum()
@@ -534,6 +572,8 @@ def _try_chain(
             if len(rest) > max_chunk or (rest and (~movable[rest]).any()):
                 continue
             chunk = [m, *rest]
+            if not state.chunk_allowed(chunk, y):
+                continue
             gap = abs(p.weight[chunk].sum() - amount)
             if choice is None or gap < choice[0]:
                 choice = (gap, chunk)
@@ -549,10 +589,180 @@ def _try_chain(
     return False
 
 
+def _territory_graph(
+    labels: np.ndarray, src: np.ndarray, dst: np.ndarray, k: int
+) -> list[list[int]]:
+    """Adjacency lists of the territories (sorted)."""
+    cut = labels[src] != labels[dst]
+    tpairs = np.unique(labels[src[cut]] * k + labels[dst[cut]])
+    tadj: list[list[int]] = [[] for _ in range(k)]
+    for key in tpairs.tolist():
+        tadj[key // k].append(key % k)
+    return tadj
+
+
+def _sweep_order(
+    atoms: np.ndarray, xy: np.ndarray, nbrs: list[list[int]], direction: np.ndarray
+) -> list[int]:
+    """``atoms`` in sweep order: growing from the atom lowest along ``direction``,
+    always taking the frontier atom lowest along it, so every prefix is connected."""
+    inside = set(atoms.tolist())
+    key = {int(a): float(xy[a] @ direction) for a in atoms}
+    start = min(inside, key=lambda a: (key[a], a))
+    heap = [(key[start], start)]
+    queued = {start}
+    order: list[int] = []
+    while heap:
+        _, u = heapq.heappop(heap)
+        order.append(u)
+        for v in nbrs[u]:
+            if v in inside and v not in queued:
+                queued.add(v)
+                heapq.heappush(heap, (key[v], v))
+    return order
+
+
+def _connected(rest: list[int], nbrs: list[list[int]]) -> bool:
+    """Whether the atoms ``rest`` form one connected piece."""
+    inside = set(rest)
+    seen = {rest[0]}
+    stack = [rest[0]]
+    while stack:
+        x = stack.pop()
+        for y in nbrs[x]:
+            if y in inside and y not in seen:
+                seen.add(y)
+                stack.append(y)
+    return len(seen) == len(inside)
+
+
+def _pair_regrow(
+    state: _State,
+    nbrs: list[list[int]],
+    movable: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    max_atoms: int,
+    max_starts: int = 24,
+) -> int:
+    """Re-split pairs of adjacent territories jointly along sweeps of their union.
+
+    For each territory beyond the margin (worst first) and each neighbour, the
+    union of the two is swept from one side along a few directions (the line
+    between their centroids, turned by up to ±1 rad); every sweep prefix whose
+    rest stays connected is a candidate split, and the candidate best balancing
+    the two is applied when the whole objective drops (locks and metro holding
+    respected).  Returns the number of pairs re-split.
+    """
+    p, labels, q = state.p, state.labels, state.params
+    k = p.k
+    tadj = _territory_graph(labels, src, dst, k)
+    dev = state.tw / p.targets - 1.0
+    applied = 0
+    for a in np.argsort(-np.abs(dev), kind="stable")[:max_starts].tolist():
+        dev = state.tw / p.targets - 1.0
+        if abs(dev[a]) <= q.margin * q.tolerance:
+            break
+        for b in sorted(tadj[a], key=lambda t: (dev[t] * np.sign(dev[a]), t)):
+            members = np.nonzero((labels == a) | (labels == b))[0]
+            if len(members) > max_atoms or len(members) < 2:
+                continue
+            if _regrow(state, a, b, members, nbrs, movable):
+                applied += 1
+                break
+    return applied
+
+
+def _regrow(
+    state: _State,
+    a: int,
+    b: int,
+    members: np.ndarray,
+    nbrs: list[list[int]],
+    movable: np.ndarray,
+) -> bool:
+    """Try the sweep splits of territories a and b; apply the best one if it lowers the objective."""
+    p, labels = state.p, state.labels
+    w, tg = p.weight, p.targets
+    ca, cb = state.centres[a], state.centres[b]
+    base = ca - cb
+    if not np.any(base):
+        base = np.array([1.0, 0.0])
+    base = base / np.hypot(*base)
+    total_w = float(w[members].sum())
+    current = float(
+        state._fbal(
+            np.array([state.tw[a] / tg[a] - 1.0, state.tw[b] / tg[b] - 1.0])
+        ).sum()
+    )
+    fixed_a = members[~movable[members] & (labels[members] == a)]
+    fixed_b = members[~movable[members] & (labels[members] == b)]
+    candidates = []
+    for turn in (0.0, 0.5, -0.5, 1.0, -1.0):
+        c, s_ = math.cos(turn), math.sin(turn)
+        # a's side grows from the end farthest from b (lowest along -direction)
+        d = -np.array([c * base[0] - s_ * base[1], s_ * base[0] + c * base[1]])
+        order = _sweep_order(members, p.xy, nbrs, d)
+        if len(order) < len(members):  # a and b no longer touch
+            return False
+        acc = np.cumsum(w[order])[:-1]
+        score = state._fbal((acc - tg[a]) / tg[a]) + state._fbal(
+            (total_w - acc - tg[b]) / tg[b]
+        )
+        for j in np.nonzero(score < current - _EPS)[0].tolist():
+            candidates.append((float(score[j]), turn, j + 1, order))
+    candidates.sort(key=lambda r: r[:3])
+    tried = 0
+    for score, _, size, order in candidates[:40]:
+        if tried >= 3:
+            break
+        prefix = order[:size]
+        if not _connected(order[size:], nbrs):
+            continue
+        side_a = np.zeros(p.n, dtype=bool)
+        side_a[prefix] = True
+        if not side_a[fixed_a].all() or side_a[fixed_b].any():
+            continue
+        to_a = [int(u) for u in members if side_a[u] and labels[u] == b]
+        to_b = [int(u) for u in members if not side_a[u] and labels[u] == a]
+        if (to_a and not state.chunk_allowed(to_a, a)) or (
+            to_b and not state.chunk_allowed(to_b, b)
+        ):
+            continue
+        tried += 1
+        before = state.total()
+        if to_a:
+            state.apply(to_a, b, a)
+        if to_b:
+            state.apply(to_b, a, b)
+        if state.total() < before - _EPS:
+            return True
+        if to_b:
+            state.apply(to_b, b, a)
+        if to_a:
+            state.apply(to_a, a, b)
+    return False
+
+
+def _stuck_moves(
+    state: _State,
+    nbrs: list[list[int]],
+    movable: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    max_chunk: int,
+) -> int:
+    """Compound moves once no single move helps: ejection chains, then pair re-splits."""
+    done = _path_moves(state, nbrs, movable, src, dst, max_chunk)
+    if done == 0 and state.params.pair_moves:
+        done = _pair_regrow(state, nbrs, movable, src, dst, 4 * max_chunk)
+    return done
+
+
 def improve(
     problem: PartitionProblem, labels: np.ndarray, params: SearchParams
 ) -> tuple[np.ndarray, int, int]:
-    """Boundary-move local search with ejection chains; returns (labels, rounds, moves)."""
+    """Boundary-move local search with ejection chains and pair re-growth; returns (labels, rounds, moves)."""
     labels = labels.copy()
     n, k = problem.n, problem.k
     if k <= 1 or n <= 1:
@@ -580,14 +790,14 @@ def improve(
         keys = np.unique(src[cut] * k + labels[dst[cut]])
         u, b = keys // k, keys % k
         a = labels[u]
-        ok = movable[u] & (state.count[a] > 1)
+        ok = movable[u] & (state.count[a] > 1) & state.allowed(u, b)
         u, a, b = u[ok], a[ok], b[ok]
         if len(u) == 0:
             break
         g = state.delta(u, a, b)
         good = np.nonzero(g < -_EPS)[0]
         if len(good) == 0:
-            chains = _path_moves(state, nbrs, movable, src, dst, max_chunk)
+            chains = _stuck_moves(state, nbrs, movable, src, dst, max_chunk)
             moves += chains
             if chains == 0:
                 break
@@ -617,6 +827,8 @@ def improve(
                     chunk = [ui, *rest]
                     if state.chunk_delta(chunk, ai, bi) >= -_EPS:
                         continue
+                if not state.chunk_allowed(chunk, bi):
+                    continue
                 state.apply(chunk, ai, bi)
                 touched[ai] = touched[bi] = True
                 applied += 1
@@ -632,12 +844,190 @@ def improve(
             pending = later[np.lexsort((u[later], g2))]
         moves += applied
         if applied == 0:
-            chains = _path_moves(state, nbrs, movable, src, dst, max_chunk)
+            chains = _stuck_moves(state, nbrs, movable, src, dst, max_chunk)
             moves += chains
             if chains == 0:
                 break
         state.refresh()
     return labels, rounds, moves
+
+
+def polish(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    params: SearchParams,
+    seed: int,
+    max_starts: int = 24,
+    tries: int = 4,
+    hops: int = 2,
+    max_region: int = 12,
+) -> tuple[np.ndarray, int]:
+    """Large-neighbourhood search: re-partition each off-target territory with its neighbours.
+
+    For each territory beyond the margin (worst first) that has no locked or
+    heavy-metro atoms, the atoms of it and of its neighbours without such atoms
+    are cut afresh into the same territories ``tries`` times (recursive
+    bisection, the first straight, the others with seeded random turns, each
+    improved by :func:`improve`); the best cut replaces the old one when the
+    whole objective drops.  Regions are matched back to the territories that
+    overlap them most (among equal targets).  Returns (labels, regions re-cut).
+    """
+    labels = labels.copy()
+    n, k = problem.n, problem.k
+    if k <= 1 or n <= 1:
+        return labels, 0
+    rng = np.random.default_rng(seed)
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    fixed = problem.locked >= 0
+    if len(problem.group):
+        fixed |= problem.group >= 0
+    state = _State(problem, labels, params)
+    q = params
+    recut = 0
+    version = np.zeros(k, dtype=np.int64)  # bumped whenever a territory is re-cut
+    # territory -> its region and the region's versions when re-cutting it failed
+    failed: dict[int, tuple] = {}
+    for _ in range(3):
+        changed = 0
+        tadj = _territory_graph(labels, src, dst, k)
+        stiff = np.bincount(labels[fixed], minlength=k) > 0
+        dev = state.tw / problem.targets - 1.0
+        for a in np.argsort(-np.abs(dev), kind="stable")[:max_starts].tolist():
+            if time.perf_counter() > q.deadline:
+                return labels, recut
+            dev = state.tw / problem.targets - 1.0
+            if abs(dev[a]) <= q.margin * q.tolerance:
+                break
+            if stiff[a]:
+                continue
+            region = _region(a, tadj, stiff, hops, max_region)
+            seen = (tuple(region.tolist()), tuple(version[region].tolist()))
+            if len(region) < 2 or failed.get(a) == seen:
+                continue
+            atoms = np.nonzero(np.isin(labels, region))[0]
+            sub, local = _subproblem(problem, atoms, region)
+            before = state.total()
+            old = labels[atoms].copy()
+            best = None
+            for i in range(tries):
+                start = bisect(sub, np.arange(len(region)), rng if i else None)
+                if (
+                    np.bincount(start[start >= 0], minlength=len(region)) == 0
+                ).any() or (start < 0).any():
+                    continue
+                lab, _, _ = improve(
+                    sub, start, replace(q, max_rounds=200, pair_moves=False)
+                )
+                lab = _match_overlap(lab, local[old], sub)
+                _relabel(state, atoms, region[lab])
+                after = state.total()
+                if after < before - 1e-9 and (best is None or after < best[0]):
+                    best = (after, region[lab].copy())
+                _relabel(state, atoms, old)
+            if best is None:
+                failed[a] = seen
+            else:
+                _relabel(state, atoms, best[1])
+                version[region] += 1
+                changed += 1
+                tadj = _territory_graph(labels, src, dst, k)
+        recut += changed
+        if changed == 0:
+            break
+        state.refresh()
+    return labels, recut
+
+
+def _region(
+    a: int, tadj: list[list[int]], stiff: np.ndarray, hops: int, limit: int
+) -> np.ndarray:
+    """Territory a and the non-stiff territories within ``hops`` of it (breadth first, at most ``limit``)."""
+    region = [a]
+    seen = {a}
+    frontier = [a]
+    for _ in range(hops):
+        nxt = []
+        for t in frontier:
+            for v in tadj[t]:
+                if v not in seen and not stiff[v] and len(region) < limit:
+                    seen.add(v)
+                    region.append(v)
+                    nxt.append(v)
+        frontier = nxt
+    return np.array(region, dtype=np.int64)
+
+
+def _subproblem(
+    problem: PartitionProblem, atoms: np.ndarray, region: np.ndarray
+) -> tuple[PartitionProblem, np.ndarray]:
+    """The problem restricted to ``atoms`` and the territories ``region``.
+
+    Returns the sub-problem and the local index of every territory (-1 outside the region).
+    """
+    index = np.full(problem.n, -1, dtype=np.int64)
+    index[atoms] = np.arange(len(atoms))
+    rows, cols = [], []
+    for i, u in enumerate(atoms.tolist()):
+        for v in problem.indices[problem.indptr[u] : problem.indptr[u + 1]].tolist():
+            if index[v] >= 0:
+                rows.append(i)
+                cols.append(int(index[v]))
+    order = np.lexsort((cols, rows))
+    rows_a, cols_a = (
+        np.array(rows, dtype=np.int64)[order],
+        np.array(cols, dtype=np.int64)[order],
+    )
+    indptr = np.zeros(len(atoms) + 1, dtype=np.int64)
+    np.add.at(indptr, rows_a + 1, 1)
+    indptr = np.cumsum(indptr)
+    terr = np.full(problem.k, -1, dtype=np.int64)
+    terr[region] = np.arange(len(region))
+    sub = PartitionProblem(
+        weight=problem.weight[atoms],
+        providers=problem.providers[atoms],
+        xy=problem.xy[atoms],
+        indptr=indptr,
+        indices=cols_a,
+        targets=problem.targets[region],
+        bases=problem.bases[region],
+        locked=np.full(len(atoms), -1, dtype=np.int64),
+        previous=np.full(len(atoms), -1, dtype=np.int64),
+        call_hours=problem.call_hours,
+        travel_hours_per_mile=problem.travel_hours_per_mile,
+    )
+    return sub, terr
+
+
+def _match_overlap(
+    lab: np.ndarray, old: np.ndarray, sub: PartitionProblem
+) -> np.ndarray:
+    """Relabel sub-regions to the territories (of equal target) whose current atoms they share most."""
+    from scipy.optimize import linear_sum_assignment
+
+    m = sub.k
+    overlap = np.zeros((m, m))
+    np.add.at(overlap, (lab, old), sub.weight + _EPS)
+    mapping = np.arange(m)
+    for value in np.unique(sub.targets):
+        group = np.nonzero(sub.targets == value)[0]
+        if len(group) < 2:
+            continue
+        rows, cols = linear_sum_assignment(-overlap[np.ix_(group, group)])
+        mapping[group[rows]] = group[cols]
+    return mapping[lab]
+
+
+def _relabel(state: _State, atoms: np.ndarray, new: np.ndarray) -> None:
+    """Give ``atoms`` the territories ``new`` through the state's incremental updates."""
+    labels = state.labels
+    cur = labels[atoms]
+    diff = cur != new
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for u, x, y in zip(atoms[diff].tolist(), cur[diff].tolist(), new[diff].tolist()):
+        pairs.setdefault((x, y), []).append(u)
+    for (x, y), chunk in sorted(pairs.items()):
+        state.apply(chunk, x, y)
 
 
 def bisect(
