@@ -115,7 +115,6 @@ def test_rep_left_shares_out_only_the_affected_territory(world):
     assert far and far <= set(untouched)
     metrics = read(db, "select metric, value from plan_metrics")
     values = dict(zip(metrics["metric"], metrics["value"]))
-    print("FAR", sorted(far), "UNTOUCHED", sorted(untouched), {k: values.get(k) for k in ("imbalance", "moved_provider_share", "least_move_share", "disruption_ratio", "least_move_flow_share", "disruption_ratio_flow")})
     assert values["moved_provider_share"] * before.height >= orphans
     assert values["imbalance"] < 0.20  # not a blocking imbalance: the exports are written
     # Moved at most 1.5x the least contiguous move that restores balance.

@@ -198,6 +198,7 @@ def territory_plan(
             provider_clusters=memberships,
             adjacency=adjacency,
             locality_steps=steps,
+            tolerance=config.tolerance,
         )
         plan = balance(
             inputs.units,

@@ -244,10 +244,16 @@ def engine_locks(
     provider_clusters: pl.DataFrame,
     adjacency: pl.DataFrame,
     locality_steps: int,
+    tolerance: float = 0.05,
 ) -> EngineLocks:
     """Account locks (locks file and territory-change events) and, for a rep event with a
     previous alignment, locks freezing every territory more than ``locality_steps`` hops from
-    the territories the event touches."""
+    the territories the event touches.
+
+    A far territory whose previous providers now lie outside ``tolerance`` of its new target
+    (every target moves when a rep joins or leaves) must change anyway, so it stays movable
+    too: it can trade with any movable neighbour; a territory still within tolerance of its
+    new target is never touched."""
     account_moves = None
     if "locked_npis" in reps.columns:
         account_moves = (
@@ -261,10 +267,22 @@ def engine_locks(
     if previous is None or event_reps is None or locality_steps <= 0:
         return EngineLocks(accounts, accounts, None)
     seeds = changed_territories(previous, reps, event_reps, geocoded)
-    movable = neighbourhood(territory_graph(previous, provider_clusters, adjacency), seeds, locality_steps)
+    graph = territory_graph(previous, provider_clusters, adjacency)
+    movable = neighbourhood(graph, seeds, locality_steps) | out_of_tolerance(previous, providers, reps, tolerance)
     frozen = locality_locks(previous, reps, movable, provider_clusters).filter(pl.col("npi").is_in(providers["npi"].implode()))
     merged = frozen if accounts is None else pl.concat([frozen, accounts]).unique("npi", keep="last", maintain_order=True).sort("npi")
     return EngineLocks(accounts, merged, movable, frozen.height)
+
+
+def out_of_tolerance(previous: pl.DataFrame, providers: pl.DataFrame, reps: pl.DataFrame, tolerance: float) -> set[str]:
+    """Reps whose previous providers, at today's weights, miss their new target by more than ``tolerance``."""
+    capacity = reps.select("rep_id", pl.col("capacity").fill_null(1.0))
+    total = float(providers["weight"].sum())
+    targets = capacity.with_columns((pl.col("capacity") / pl.col("capacity").sum() * total).alias("target"))
+    held = previous.join(providers.select("npi", "weight"), on="npi").group_by("rep_id").agg(pl.col("weight").sum())
+    frame = targets.join(held, on="rep_id", how="left").with_columns(pl.col("weight").fill_null(0.0))
+    off = frame.filter((pl.col("weight") - pl.col("target")).abs() > tolerance * pl.col("target"))
+    return set(off["rep_id"].to_list())
 
 
 def metric_rows(metrics: dict, alignment: str, mode: str) -> pl.DataFrame:
