@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM alignment_changes WHERE refresh_quarter = ? ORDER BY change_type, npi;
-
--- name: count_partition
-SELECT count(*) FROM alignment_changes WHERE refresh_quarter = ?;

@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM clusters WHERE refresh_quarter = ? ORDER BY cluster_id;
-
--- name: count_partition
-SELECT count(*) FROM clusters WHERE refresh_quarter = ?;

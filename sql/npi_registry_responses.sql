@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM npi_registry_responses WHERE refresh_quarter = ? ORDER BY query_key, skip;
-
--- name: count_partition
-SELECT count(*) FROM npi_registry_responses WHERE refresh_quarter = ?;

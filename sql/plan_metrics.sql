@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM plan_metrics WHERE refresh_quarter = ? ORDER BY metric;
-
--- name: count_partition
-SELECT count(*) FROM plan_metrics WHERE refresh_quarter = ?;

@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM provider_secondary_locations WHERE refresh_quarter = ? ORDER BY npi, location_seq;
-
--- name: count_partition
-SELECT count(*) FROM provider_secondary_locations WHERE refresh_quarter = ?;

@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM rep_event_log WHERE refresh_quarter = ? ORDER BY event_id;
-
--- name: count_partition
-SELECT count(*) FROM rep_event_log WHERE refresh_quarter = ?;

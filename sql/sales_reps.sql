@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM sales_reps WHERE refresh_quarter = ? ORDER BY rep_id;
-
--- name: count_partition
-SELECT count(*) FROM sales_reps WHERE refresh_quarter = ?;

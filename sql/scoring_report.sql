@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM scoring_report WHERE refresh_quarter = ? ORDER BY source, reason, npi;
-
--- name: count_partition
-SELECT count(*) FROM scoring_report WHERE refresh_quarter = ?;

@@ -14,6 +14,3 @@ SELECT CAST(? AS DATE) AS refresh_quarter, * FROM incoming;
 
 -- name: select_partition
 SELECT * EXCLUDE (refresh_quarter) FROM taxonomy_reference WHERE refresh_quarter = ? ORDER BY code;
-
--- name: count_partition
-SELECT count(*) FROM taxonomy_reference WHERE refresh_quarter = ?;

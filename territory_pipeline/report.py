@@ -19,15 +19,23 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    quarter = quarter_date(argv[0])
-    settings = Settings.from_env()
+    try:
+        quarter = quarter_date(argv[0])
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if not Path(settings.duckdb_path).exists():
         print(f"no database at {settings.duckdb_path}: run the main job first", file=sys.stderr)
         return 1
-    with duckdb.connect(settings.duckdb_path, read_only=True) as conn:
-        territories = read_partition(conn, "territories", quarter)
-        metrics = read_partition(conn, "plan_metrics", quarter)
-        providers = read_partition(conn, "territory_assignments", quarter)
+    try:
+        with duckdb.connect(settings.duckdb_path, read_only=True) as conn:
+            territories = read_partition(conn, "territories", quarter)
+            metrics = read_partition(conn, "plan_metrics", quarter)
+            providers = read_partition(conn, "territory_assignments", quarter)
+    except duckdb.IOException as exc:
+        print(f"cannot read {settings.duckdb_path} (is a run writing to it?): {exc}", file=sys.stderr)
+        return 1
     if territories.height == 0:
         print(f"no territories for {argv[0]} in {settings.duckdb_path}", file=sys.stderr)
         return 1
@@ -40,8 +48,8 @@ def main(argv: list[str]) -> int:
     status = dict(metrics.filter(pl.col("text").is_not_null()).select("metric", "text").rows()).get("alignment_status", "live")
     if status != "live":
         print(f"This plan failed a blocking guardrail ({status}): it is not exported and not the live alignment.")
-    out = settings.quarter_output_dir(argv[0])
-    print(f"Exports and map: {out}")
+        return 1
+    print(f"Exports and map: {settings.quarter_output_dir(argv[0])}")
     return 0
 
 

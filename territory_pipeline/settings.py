@@ -59,7 +59,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TERRITORY_SCORING_CONFIG": ("scoring_config", "YAML file of scoring weights (default the shipped defaults)."),
     "TERRITORY_CUSTOMERS_FILE": ("customers_file", "Existing-customer CSV keyed by NPI (optional)."),
     "TERRITORY_COMPETITORS_FILE": ("competitors_file", "Competitor accounts CSV (optional)."),
-    "TERRITORY_LOCKS_FILE": ("locks_file", "Locked accounts CSV (npi or unit_id, rep_id) (optional)."),
+    "TERRITORY_LOCKS_FILE": ("locks_file", "Locked accounts CSV (npi, rep_id): each account stays with its rep (optional)."),
     "TERRITORY_OUTPUT_DIR": ("output_dir", "Exports and maps (default data/outputs); files go under <quarter>/."),
     "TERRITORY_EVENTS_DIR": ("events_dir", "Rep and market event files watched by the sensors (default data/events)."),
     "TERRITORY_CACHE_DIR": ("cache_dir", "Downloads of official files (default data/cache)."),
@@ -131,6 +131,10 @@ class Settings:
             raise ValueError(f"TERRITORY_CLUSTER_METHOD must be density, metro or drive_time, not {self.cluster_method!r}")
         if not 0 <= self.h3_resolution <= 15:
             raise ValueError(f"TERRITORY_H3_RESOLUTION must be 0..15, not {self.h3_resolution}")
+        if bool(self.procedures_file) != bool(self.hcpcs_codes):
+            raise ValueError("procedure fit needs both TERRITORY_PROCEDURES_FILE and TERRITORY_HCPCS_CODES")
+        if self.min_procedure_volume and not self.procedures_file:
+            raise ValueError("TERRITORY_MIN_PROCEDURE_VOLUME needs TERRITORY_PROCEDURES_FILE and TERRITORY_HCPCS_CODES")
         bad = [s for s in self.practice_settings if s not in ("hospital", "asc", "office")]
         if bad:
             raise ValueError(f"TERRITORY_PRACTICE_SETTINGS has unknown settings: {bad}")

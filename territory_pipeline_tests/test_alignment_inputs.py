@@ -59,9 +59,9 @@ def test_read_locks_only_account_moves() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("npi,owner\n1000000001,R1\n", "needs rep_id and npi (or unit_id) columns"),
-        ("rep_id,zip\nR1,85004\n", "needs rep_id and npi (or unit_id) columns"),
-        ("unit_id,rep_id\nC1,R1\n", "only account (npi) locks are supported"),
+        ("npi,owner\n1000000001,R1\n", "needs npi and rep_id columns"),
+        ("rep_id,zip\nR1,85004\n", "needs npi and rep_id columns"),
+        ("unit_id,rep_id\nC1,R1\n", "needs npi and rep_id columns"),
         ("npi,rep_id\n1000000001,R1\n,R2\n1000000003,\n", "line(s) 3, 4 lack an npi or a rep_id"),
     ],
 )

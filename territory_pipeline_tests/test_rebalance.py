@@ -194,6 +194,14 @@ def test_a_blocking_guardrail_stops_the_exports(tmp_path, pipeline_env, monkeypa
     assert not (pipeline_env["outputs"] / QUARTER / "territory_assignments.csv").exists()
     db = pipeline_env["duckdb"]
     assert read(db, "select status from alignment_history")["status"].to_list() == ["blocked"]
+    # Materialized alone, the exports refuse the blocked plan.
+    with dg.instance_for_test() as instance:
+        alone = defs().resolve_job_def("quarterly_refresh_job").execute_in_process(
+            partition_key=QUARTER, instance=instance, asset_selection=[dg.AssetKey("territory_exports")], raise_on_error=False
+        )
+    assert not alone.success
+    assert "blocking guardrail" in str(next(e for e in alone.all_events if e.is_step_failure).event_specific_data.error)
+    assert not (pipeline_env["outputs"] / QUARTER / "territory_assignments.csv").exists()
     # Without the locks the next run starts afresh: a blocked plan is never the live alignment.
     monkeypatch.delenv("TERRITORY_LOCKS_FILE")
     with dg.instance_for_test() as instance:

@@ -75,6 +75,11 @@ def test_api_source_pulls_past_the_cap_and_rebuilds_from_stored_responses(pipeli
         assert materialize_universe(instance).success
         assert len(mimic.requests) == requests_first
         assert providers_of(pipeline_env["duckdb"]).equals(providers)
+        # Other settings than the stored pull answered: the API is asked again.
+        monkeypatch.setenv("NPI_REGISTRY_STATES", "AZ,NM")
+        assert materialize_universe(instance).success
+        assert len(mimic.requests) > requests_first
+        assert any(r["params"].get("state") == "NM" for r in mimic.requests)
     with duckdb.connect(str(pipeline_env["duckdb"]), read_only=True) as conn:
         stored = conn.sql("select response_json from npi_registry_responses").pl()
     assert stored.height > 0 and all("results" in json.loads(r) for r in stored["response_json"])

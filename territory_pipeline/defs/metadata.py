@@ -35,7 +35,6 @@ def table_schema(frame: pl.DataFrame, descriptions: dict[str, str] | None = None
 def table_metadata(table: str, frame: pl.DataFrame, descriptions: dict[str, str] | None = None) -> dict:
     return {
         "dagster/table_name": f"main.{table}",
-        "dagster/row_count": frame.height,
         "dagster/partition_row_count": frame.height,
         "dagster/column_schema": table_schema(frame, descriptions),
     }
@@ -61,12 +60,6 @@ def markdown_table(frame: pl.DataFrame, max_rows: int = 20) -> str:
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
     if frame.height > max_rows:
         lines.append(f"\n_{frame.height - max_rows} more rows_")
-    return "\n".join(lines)
-
-
-def counts_markdown(counts: dict[str, int | float]) -> str:
-    lines = ["| measure | value |", "|---|---:|"]
-    lines += [f"| {k} | {_cell(v) if isinstance(v, float) else v} |" for k, v in counts.items()]
     return "\n".join(lines)
 
 

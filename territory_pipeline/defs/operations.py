@@ -155,6 +155,13 @@ def _alignment(database: TerritoryDatabase, partition_key: str) -> tuple[pl.Data
         providers = read_partition(conn, "geocoded_providers", quarter)
         territories = read_partition(conn, "territories", quarter)
         reps = read_partition(conn, "sales_reps", quarter)
+        metrics = read_partition(conn, "plan_metrics", quarter)
     if assignments.height == 0:
         raise RuntimeError(f"no territory assignments for {partition_key}: materialize territories first")
+    status = dict(metrics.filter(pl.col("metric") == "alignment_status").select("metric", "text").rows()).get("alignment_status")
+    if status == "blocked":
+        raise RuntimeError(
+            f"the stored plan for {partition_key} failed a blocking guardrail (see plan_metrics and the territories "
+            "checks): it is not exported or mapped; the files keep the last plan that passed"
+        )
     return assignment_details(assignments, providers, reps), territories

@@ -95,18 +95,6 @@ class TerritoryDatabase(DuckDBResource):
             finally:
                 conn.close()
 
-    @contextlib.contextmanager
-    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """A short read-only connection, or None when the file does not exist yet."""
-        if not Path(self.database).exists():
-            yield None
-            return
-        conn = duckdb.connect(self.database, read_only=True)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
 
 def default_resources() -> dict:
     settings = Settings.from_env()

@@ -75,10 +75,8 @@ def read_locks(path: str | None, account_moves: pl.DataFrame | None = None) -> p
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise AlignmentInputError(f"cannot read the locks file {path}: {exc}") from exc
         locks = locks.rename({c: c.strip().lower() for c in locks.columns})
-        if "rep_id" not in locks.columns or not ({"npi", "unit_id"} & set(locks.columns)):
-            raise AlignmentInputError(f"locks file {path} needs rep_id and npi (or unit_id) columns")
-        if "npi" not in locks.columns:
-            raise AlignmentInputError(f"locks file {path}: only account (npi) locks are supported, not unit_id locks")
+        if not {"npi", "rep_id"} <= set(locks.columns):
+            raise AlignmentInputError(f"locks file {path} needs npi and rep_id columns")
         locks = locks.select(pl.col("npi").str.strip_chars(), pl.col("rep_id").str.strip_chars())
         blank = locks.with_row_index("line", offset=2).filter(
             pl.col("npi").is_null() | (pl.col("npi") == "") | pl.col("rep_id").is_null() | (pl.col("rep_id") == "")

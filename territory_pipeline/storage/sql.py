@@ -50,8 +50,3 @@ def statement(file: str, name: str) -> str:
     if name not in found:
         raise KeyError(f"{path} has no statement {name!r} (has: {', '.join(sorted(found))})")
     return found[name]
-
-
-def has_statement(file: str, name: str) -> bool:
-    path = sql_dir() / f"{file}.sql"
-    return path.is_file() and name in _statements(path)

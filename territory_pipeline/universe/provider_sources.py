@@ -10,6 +10,7 @@ steps: practice setting, the setting filter and procedure fit, so the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import polars as pl
 from territory_pipeline.schemas import PROVIDERS, REJECTS, SECONDARY_LOCATIONS, conform
 from territory_pipeline.settings import Settings
 from territory_pipeline.universe.downloads import download
-from territory_pipeline.universe.npi_registry import NpiRegistryClient, fetch_universe, parse_registry_responses
+from territory_pipeline.universe.npi_registry import STATES_50_DC, NpiRegistryClient, fetch_universe, parse_registry_responses
 from territory_pipeline.universe.nppes import read_nppes
 from territory_pipeline.universe.practice_setting import (
     derive_practice_setting,
@@ -105,6 +106,15 @@ def api_descriptions(taxonomy: pl.DataFrame, targets: list[str]) -> list[str]:
     return sorted(n for n in names if n)
 
 
+def covers(responses: pl.DataFrame, descriptions: list[str], states: list[str]) -> bool:
+    """Whether stored responses answer every (taxonomy description, state) query of the settings."""
+    asked = set()
+    for params in responses["params_json"].unique().to_list():
+        query = json.loads(params)
+        asked.add((query.get("taxonomy_description"), query.get("state")))
+    return all((d, s) in asked for d in descriptions for s in states)
+
+
 def _read_api(
     settings: Settings,
     taxonomy: pl.DataFrame,
@@ -113,7 +123,9 @@ def _read_api(
     log: Callable[[str], None],
 ):
     stats: dict = {}
-    if cached is not None and cached.height:
+    descriptions = api_descriptions(taxonomy, targets)
+    states = list(settings.npi_registry_states or STATES_50_DC)
+    if cached is not None and cached.height and covers(cached, descriptions, states):
         responses = cached
         log(f"rebuilding providers from {cached.height} stored NPI Registry responses (no API call)")
         stats["api_responses_reused"] = cached.height
@@ -125,8 +137,8 @@ def _read_api(
         )
         pull = fetch_universe(
             client,
-            api_descriptions(taxonomy, targets),
-            settings.npi_registry_states or None,
+            descriptions,
+            states,
             progress=lambda counts: log(f"NPI Registry: {counts}"),
         )
         responses = pull.responses
