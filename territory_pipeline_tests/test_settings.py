@@ -30,6 +30,8 @@ def test_values_are_parsed_and_typed():
         ({"TERRITORY_H3_RESOLUTION": "seven"}, "TERRITORY_H3_RESOLUTION"),
         ({"TERRITORY_INCLUDE_ORGANIZATIONS": "maybe"}, "TERRITORY_INCLUDE_ORGANIZATIONS"),
         ({"TERRITORY_PRACTICE_SETTINGS": "hospital,clinic"}, "clinic"),
+        ({"TERRITORY_PROCEDURES_FILE": "mup.csv"}, "TERRITORY_HCPCS_CODES"),
+        ({"TERRITORY_MIN_PROCEDURE_VOLUME": "10"}, "TERRITORY_PROCEDURES_FILE"),
     ],
 )
 def test_bad_values_fail_clearly(env, message):
