@@ -134,3 +134,18 @@ def test_existing_complete_file_is_not_refetched(dest: Path) -> None:
     with MimicServer([]) as server:
         download(server.url, dest, expected_size=len(BODY))
     assert server.requests == []
+
+
+def test_local_source_is_a_path_or_a_cached_download(tmp_path):
+    from territory_pipeline.universe.downloads import local_source
+
+    given = tmp_path / "file.csv"
+    given.write_text("a\n1\n")
+    assert local_source(str(given), tmp_path / "cache") == given
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        local_source(str(tmp_path / "missing.csv"), tmp_path / "cache")
+    cached = tmp_path / "cache" / "list1_2023.csv"
+    cached.parent.mkdir()
+    cached.write_text("already downloaded")
+    # A URL already in the cache is not fetched again (no server is listening here).
+    assert local_source("http://127.0.0.1:9/files/list1_2023.csv?x=1", tmp_path / "cache") == cached

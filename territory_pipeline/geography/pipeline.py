@@ -23,7 +23,7 @@ from territory_pipeline.geography.travel import make_travel_provider
 from territory_pipeline.geography.zip_reference import load_zcta_gazetteer
 from territory_pipeline.schemas import GEOCODED_PROVIDERS, REJECTS, conform
 from territory_pipeline.settings import Settings
-from territory_pipeline.universe.downloads import download
+from territory_pipeline.universe.downloads import local_source
 
 METRO_TABLES = {
     "cbsa_delineation": "ref_cbsa_delineation",
@@ -32,22 +32,10 @@ METRO_TABLES = {
 }
 
 
-def local_or_download(source: str, settings: Settings) -> str:
-    """A configured source is a local path, or an official URL downloaded once into the cache."""
-    if source.startswith(("http://", "https://")):
-        dest = Path(settings.cache_dir) / Path(source.split("?")[0]).name
-        if not dest.exists():
-            download(source, dest)
-        return str(dest)
-    if not Path(source).exists():
-        raise FileNotFoundError(f"configured file {source} does not exist")
-    return source
-
-
 def metro_references(settings: Settings) -> dict[str, pl.DataFrame]:
     """Reference frames keyed by table name: official files when configured, else approximate."""
-    cbsa = local_or_download(settings.cbsa_delineation_source, settings) if settings.cbsa_delineation_source else None
-    hud = local_or_download(settings.hud_zip_cbsa_source, settings) if settings.hud_zip_cbsa_source else None
+    cbsa = local_source(settings.cbsa_delineation_source, Path(settings.cache_dir)) if settings.cbsa_delineation_source else None
+    hud = local_source(settings.hud_zip_cbsa_source, Path(settings.cache_dir)) if settings.hud_zip_cbsa_source else None
     frames = metro_reference_tables(cbsa_path=cbsa, hud_path=hud, include_approximate=True)
     return {METRO_TABLES[k]: v for k, v in frames.items()}
 
@@ -73,7 +61,7 @@ def locate_providers(
     census = None
     if settings.geocoder == "census":
         census = CensusBatchGeocoder(base_url=settings.census_geocoder_url, progress=progress)
-    zcta = load_zcta_gazetteer(local_or_download(settings.zcta_gazetteer_source, settings)) if settings.zcta_gazetteer_source else None
+    zcta = load_zcta_gazetteer(local_source(settings.zcta_gazetteer_source, Path(settings.cache_dir))) if settings.zcta_gazetteer_source else None
     result = geocode_providers(
         providers, geocoder=settings.geocoder, cache=cache, census=census, zcta=zcta, quarter=quarter.isoformat()
     )

@@ -110,3 +110,17 @@ def download(
             raise DownloadError(f"{url}: downloaded {size} bytes but {label} is {wanted}; kept {part}")
     os.replace(part, dest)
     return dest
+
+
+def local_source(source: str, cache_dir: Path) -> Path:
+    """A configured source as a local file: a path as given, or an official URL downloaded
+    once into ``cache_dir`` (kept there, so a later run reads the cached copy)."""
+    if source.startswith(("http://", "https://")):
+        dest = Path(cache_dir) / Path(source.split("?")[0]).name
+        if not dest.exists():
+            download(source, dest)
+        return dest
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"configured file {source} does not exist")
+    return path

@@ -19,7 +19,7 @@ import polars as pl
 
 from territory_pipeline.schemas import PROVIDERS, REJECTS, SECONDARY_LOCATIONS, conform
 from territory_pipeline.settings import Settings
-from territory_pipeline.universe.downloads import download
+from territory_pipeline.universe.downloads import local_source
 from territory_pipeline.universe.npi_registry import STATES_50_DC, NpiRegistryClient, fetch_universe, parse_registry_responses
 from territory_pipeline.universe.nppes import read_nppes
 from territory_pipeline.universe.practice_setting import (
@@ -61,18 +61,6 @@ def target_codes(settings: Settings, taxonomy: pl.DataFrame) -> list[str]:
     )
 
 
-def _local(source: str, settings: Settings) -> Path:
-    if source.startswith(("http://", "https://")):
-        dest = Path(settings.cache_dir) / Path(source.split("?")[0]).name
-        if not dest.exists():
-            download(source, dest)
-        return dest
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"NPPES source {source} does not exist")
-    return path
-
-
 def _read_nppes_source(settings: Settings, taxonomy: pl.DataFrame, targets: list[str]):
     if settings.provider_source == "sample":
         files = generate_sample(sample_dir(settings), seed=settings.sample_seed, target_providers=settings.sample_providers)
@@ -84,9 +72,9 @@ def _read_nppes_source(settings: Settings, taxonomy: pl.DataFrame, targets: list
             pl_pfile=files.pl_pfile_path,
             source_label="sample",
         )
-    weekly = [_local(w, settings) for w in settings.nppes_weekly_sources]
+    weekly = [local_source(w, Path(settings.cache_dir)) for w in settings.nppes_weekly_sources]
     return read_nppes(
-        _local(settings.nppes_source, settings),
+        local_source(settings.nppes_source, Path(settings.cache_dir)),
         target_codes=targets,
         taxonomy=taxonomy,
         include_organizations=settings.include_organizations,
