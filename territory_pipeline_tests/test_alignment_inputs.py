@@ -215,3 +215,32 @@ def test_engine_inputs_errors() -> None:
     stages["clusters"] = stages["clusters"].clear()
     with pytest.raises(AlignmentInputError, match="clusters has no rows for this quarter"):
         engine_inputs(**stages)
+
+
+def test_guardrails_name_every_blocking_failure() -> None:
+    from territory_pipeline.operations.alignment import guardrails
+
+    scores = pl.DataFrame({"npi": ["1", "2", "3"]})
+    reps = pl.DataFrame({"rep_id": ["R1", "R2", "R3"]})
+    territories = pl.DataFrame(
+        {"territory_id": ["T-R1", "T-R2", "T-R3"], "rep_id": ["R1", "R2", "R3"], "provider_count": [2, 1, 0], "is_contiguous": [True, False, True]}
+    )
+    bad = guardrails({"imbalance": 0.25}, territories, pl.DataFrame({"npi": ["1", "1", "9"]}), scores, reps, 0.05)
+    assert (bad.duplicated, bad.unassigned, bad.unknown) == (1, 2, 1)
+    assert bad.idle_reps == ["R3"] and bad.disconnected == ["T-R2"]
+    assert bad.blocking_failures == [
+        "imbalance 25.0% >= 20%",
+        "providers not assigned exactly once",
+        "a rep without a territory",
+        "disconnected territories",
+    ]
+    good = guardrails(
+        {"imbalance": 0.12, "metros_split_beyond_bound": 1},
+        territories.with_columns(pl.lit(1).alias("provider_count"), pl.lit(True).alias("is_contiguous")),
+        pl.DataFrame({"npi": ["1", "2", "3"]}),
+        scores,
+        reps,
+        0.05,
+    )
+    assert good.blocking_failures == []  # a WARN-level imbalance and a metro split do not block
+    assert good.metros_split_beyond_bound == 1

@@ -17,7 +17,9 @@ from territory_pipeline.operations.alignment import (
     assignment_reasons,
     choose_mode,
     engine_inputs,
+    ACTION_THRESHOLD,
     engine_locks,
+    guardrails,
     metric_rows,
 )
 from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
@@ -30,7 +32,6 @@ from territory_pipeline.visuals import (
 )
 
 KINDS = {"duckdb", "polars"}
-ACTION_THRESHOLD = 0.20
 
 
 class BalancingConfig(dg.Config):
@@ -107,20 +108,6 @@ def _previous_alignment(conn, current_id: str, quarter: dt.date) -> tuple[str | 
     assignments = query(conn, "alignment_assignment_history", "select_alignment", [previous_id])
     territories = query(conn, "alignment_territory_history", "select_alignment", [previous_id])
     return previous_id, assignments, territories
-
-
-def _blocking_failures(metrics: dict, territories: pl.DataFrame, assignments: pl.DataFrame, provider_scores: pl.DataFrame, reps: pl.DataFrame) -> list[str]:
-    """The blocking guardrails this plan fails (the same rules as the checks below)."""
-    failures = []
-    if float(metrics["imbalance"]) >= ACTION_THRESHOLD:
-        failures.append(f"imbalance {float(metrics['imbalance']):.1%} >= {ACTION_THRESHOLD:.0%}")
-    if assignments["npi"].n_unique() != assignments.height or set(assignments["npi"]) != set(provider_scores["npi"]):
-        failures.append("providers not assigned exactly once")
-    if set(reps["rep_id"]) - set(territories.filter(pl.col("provider_count") > 0)["rep_id"]):
-        failures.append("a rep without a territory")
-    if not territories["is_contiguous"].all():
-        failures.append("disconnected territories")
-    return failures
 
 
 @dg.multi_asset(
@@ -232,7 +219,8 @@ def territory_plan(
     )
     assignments = assignment_reasons(assignments, previous if mode == "micro" else None, locks.accounts, departed, clusters)
     territories = plan.territories.sort("territory_id")
-    blocked = _blocking_failures(metrics, territories, assignments, provider_scores, reps)
+    guards = guardrails(metrics, territories, assignments, provider_scores, reps, config.tolerance)
+    blocked = guards.blocking_failures
     status = "blocked" if blocked else "live"
     metric_table = metric_rows({**metrics, "alignment_status": status}, this_id, mode)
 
@@ -319,7 +307,7 @@ def territory_plan(
     yield dg.MaterializeResult(asset_key="plan_metrics", metadata={**table_metadata("plan_metrics", metric_table), "alignment_id": dg.MetadataValue.text(this_id)})
 
     # --- guardrails ---------------------------------------------------------
-    imbalance = float(metrics["imbalance"])
+    imbalance = guards.imbalance
     if imbalance >= ACTION_THRESHOLD:
         severity, passed = dg.AssetCheckSeverity.ERROR, False
     elif imbalance > config.tolerance:
@@ -344,37 +332,28 @@ def territory_plan(
             "worst_territories": dg.MetadataValue.md(markdown_table(worst.select("territory_id", "opportunity_score", "target_score", "deviation"))),
         },
     )
-    scored_npis = provider_scores["npi"]
-    counts = assignments.group_by("npi").len()
-    duplicated = counts.filter(pl.col("len") > 1).height
-    missing = scored_npis.filter(~scored_npis.is_in(assignments["npi"].implode())).len()
-    extra = assignments.filter(~pl.col("npi").is_in(scored_npis.implode())).height
     yield dg.AssetCheckResult(
         check_name="every_provider_assigned_once",
         asset_key="territory_assignments",
-        passed=duplicated == 0 and missing == 0 and extra == 0,
-        metadata={"providers": int(scored_npis.len()), "duplicated": duplicated, "unassigned": int(missing), "unknown": extra},
+        passed=not (guards.duplicated or guards.unassigned or guards.unknown),
+        metadata={"providers": provider_scores.height, "duplicated": guards.duplicated, "unassigned": guards.unassigned, "unknown": guards.unknown},
     )
-    staffed = territories.filter(pl.col("provider_count") > 0)["rep_id"]
-    idle = sorted(set(reps["rep_id"].to_list()) - set(staffed.to_list()))
     yield dg.AssetCheckResult(
         check_name="every_rep_has_territory",
         asset_key="territories",
-        passed=not idle,
-        metadata={"reps": reps.height, "reps_without_territory": dg.MetadataValue.text(", ".join(idle) or "none")},
+        passed=not guards.idle_reps,
+        metadata={"reps": reps.height, "reps_without_territory": dg.MetadataValue.text(", ".join(guards.idle_reps) or "none")},
     )
-    disconnected = territories.filter(~pl.col("is_contiguous"))["territory_id"].to_list()
     yield dg.AssetCheckResult(
         check_name="territories_contiguous",
         asset_key="territories",
-        passed=not disconnected,
-        metadata={"disconnected_territories": dg.MetadataValue.text(", ".join(disconnected) or "none")},
+        passed=not guards.disconnected,
+        metadata={"disconnected_territories": dg.MetadataValue.text(", ".join(guards.disconnected) or "none")},
     )
-    beyond = int(metrics.get("metros_split_beyond_bound", 0))
     yield dg.AssetCheckResult(
         check_name="metros_split_only_beyond_capacity",
         asset_key="territories",
-        passed=beyond == 0,
+        passed=guards.metros_split_beyond_bound == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"metro_splits": int(metrics.get("metro_splits", 0)), "splits_of_metros_under_capacity": beyond},
+        metadata={"metro_splits": int(metrics.get("metro_splits", 0)), "splits_of_metros_under_capacity": guards.metros_split_beyond_bound},
     )

@@ -302,3 +302,51 @@ def metric_rows(metrics: dict, alignment: str, mode: str) -> pl.DataFrame:
         .with_columns(pl.lit(alignment).alias("alignment_id"), pl.lit(mode).alias("mode"))
         .sort("metric")
     )
+
+
+ACTION_THRESHOLD = 0.20  # an imbalance at or above this calls for action: a blocking error
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """The plan's guardrail measures, computed once for both the checks and the alignment status."""
+
+    imbalance: float
+    tolerance: float
+    duplicated: int  # providers assigned more than once
+    unassigned: int  # scored providers without a territory
+    unknown: int  # assigned NPIs that were not scored
+    idle_reps: list[str]
+    disconnected: list[str]
+    metros_split_beyond_bound: int
+
+    @property
+    def blocking_failures(self) -> list[str]:
+        failures = []
+        if self.imbalance >= ACTION_THRESHOLD:
+            failures.append(f"imbalance {self.imbalance:.1%} >= {ACTION_THRESHOLD:.0%}")
+        if self.duplicated or self.unassigned or self.unknown:
+            failures.append("providers not assigned exactly once")
+        if self.idle_reps:
+            failures.append("a rep without a territory")
+        if self.disconnected:
+            failures.append("disconnected territories")
+        return failures
+
+
+def guardrails(
+    metrics: dict, territories: pl.DataFrame, assignments: pl.DataFrame, provider_scores: pl.DataFrame, reps: pl.DataFrame, tolerance: float
+) -> Guardrails:
+    scored = provider_scores["npi"]
+    assigned = assignments["npi"]
+    staffed = set(territories.filter(pl.col("provider_count") > 0)["rep_id"].to_list())
+    return Guardrails(
+        imbalance=float(metrics["imbalance"]),
+        tolerance=tolerance,
+        duplicated=int(assignments.group_by("npi").len().filter(pl.col("len") > 1).height),
+        unassigned=int(scored.filter(~scored.is_in(assigned.implode())).len()),
+        unknown=int(assigned.filter(~assigned.is_in(scored.implode())).len()),
+        idle_reps=sorted(set(reps["rep_id"].to_list()) - staffed),
+        disconnected=territories.filter(~pl.col("is_contiguous"))["territory_id"].to_list(),
+        metros_split_beyond_bound=int(metrics.get("metros_split_beyond_bound", 0)),
+    )
