@@ -215,10 +215,15 @@ def balance(
         coarse_of_fine[fine_of] = atom_of
         group = np.full(fine.n, -1, dtype=np.int64)
         group[fine_of] = fine_groups
-        fine = replace(fine, group=group)
+        fine = replace(fine, group=group, group_limit=_parts_per_metro(final["atom_key"].to_list()))
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
-    unit_rep = np.array(rep_ids, dtype=object)[labels[atom_of]]
+    unit_label = labels[atom_of]
+    if split_info["heavy_groups_split"]:
+        final, prov_final, final_edges, unit_label = _merge_pieces(
+            final, prov_final, final_edges, unit_label
+        )
+    unit_rep = np.array(rep_ids, dtype=object)[unit_label]
     unit_assignments = pl.DataFrame(
         {
             "unit_id": final["unit_id"],
@@ -249,6 +254,7 @@ def balance(
         providers=prov_final,
         previous=previous,
         settings=settings,
+        bound_weights=problem.weight,
     )
     metrics.update(split_info)
     metrics.update(
@@ -387,6 +393,16 @@ def _fine_keys(
             keys.append(key)
             groups.append(-1)
     return keys, np.array(groups, dtype=np.int64)
+
+
+def _parts_per_metro(atom_keys: list[str]) -> np.ndarray:
+    """Number of parts of each heavy metro, in the order of :func:`_fine_keys`'s metro index."""
+    parts: dict[str, set[str]] = {}
+    for key in atom_keys:
+        if "|part" in key:
+            metro, rest = key.split("|part", 1)
+            parts.setdefault(metro, set()).add(rest.split("|")[0])
+    return np.array([len(parts[m]) for m in sorted(parts)], dtype=np.int64)
 
 
 def _atom_problem(
@@ -795,10 +811,7 @@ def _split_heavy(
         # with whole_metro_parts False the parts' cells are atoms of their own
         cell_no = {c: i for i, c in enumerate(cg["cell"].to_list())}
         gp = gp.with_columns(
-            pl.when(pl.lit(not settings.whole_metro_parts))
-            .then(pl.col("cell").replace_strict(cell_no, return_dtype=pl.Int64))
-            .otherwise(-1)
-            .alias("sub")
+            pl.col("cell").replace_strict(cell_no, return_dtype=pl.Int64).alias("sub")
         )
         info["heavy_groups_split"] += 1
         info["metro_parts"] += len(set(part_of_cell.tolist()))
@@ -835,7 +848,7 @@ def _split_heavy(
                     "cbsa_code": cbsa,
                     "base_unit_id": row["unit_id"],
                     "atom_key": f"{g}|part{row['part']:04d}"
-                    + (f"|{row['sub']:06d}" if row["sub"] >= 0 else ""),
+                    + ("" if settings.whole_metro_parts else f"|{row['sub']:06d}"),
                 }
             )
         # units of the group without providers join the part of their nearest cell
@@ -908,6 +921,75 @@ def _split_heavy(
     )
     final_edges = _final_edges(units, final, edges, piece_edges)
     return final, out_prov, final_edges, info
+
+
+def _merge_pieces(
+    final: pl.DataFrame,
+    prov: pl.DataFrame | None,
+    edges: np.ndarray,
+    unit_label: np.ndarray,
+) -> tuple[pl.DataFrame, pl.DataFrame | None, np.ndarray, np.ndarray]:
+    """Join the pieces of each cut unit that ended in the same territory.
+
+    Heavy metros are balanced on small pieces (a unit cut along H3 cells); once
+    assigned, a unit is reported as one piece per territory it spans:
+    '<unit>' when all its pieces share a territory, else '<unit>#1', '<unit>#2', ...
+    (numbered in the order of their first piece).  Returns the merged units,
+    providers, index edges and territory index per merged unit.
+    """
+    pieces = final.with_columns(
+        pl.Series("label", unit_label), pl.int_range(pl.len()).alias("row")
+    )
+    first = (
+        pieces.group_by("base_unit_id", "label")
+        .agg(pl.col("unit_id").min().alias("first"))
+        .sort("base_unit_id", "first")
+        .with_columns(
+            pl.len().over("base_unit_id").alias("n_pieces"),
+            pl.int_range(1, pl.len() + 1).over("base_unit_id").alias("k"),
+        )
+        .with_columns(
+            pl.when(pl.col("n_pieces") > 1)
+            .then(pl.col("base_unit_id") + pl.lit("#") + pl.col("k").cast(pl.Utf8))
+            .otherwise(pl.col("base_unit_id"))
+            .alias("merged_id")
+        )
+    )
+    pieces = pieces.join(
+        first.select("base_unit_id", "label", "merged_id"),
+        on=["base_unit_id", "label"],
+    ).sort("row")
+    count = pl.col("provider_count").cast(pl.Float64)
+    share = pl.when(count.sum() > 0).then(count / count.sum()).otherwise(1.0 / pl.len())
+    merged = (
+        pieces.group_by("merged_id")
+        .agg(
+            pl.col("weight").sort().sum(),
+            pl.col("provider_count").sum(),
+            (pl.col("latitude") * share).sum().alias("latitude"),
+            (pl.col("longitude") * share).sum().alias("longitude"),
+            pl.col("cbsa_code").first(),
+            pl.col("base_unit_id").first(),
+            pl.col("atom_key").min(),
+            pl.col("label").first(),
+        )
+        .rename({"merged_id": "unit_id"})
+        .sort("unit_id")
+    )
+    new_index = {u: i for i, u in enumerate(merged["unit_id"].to_list())}
+    old_to_new = np.array(
+        [new_index[m] for m in pieces["merged_id"].to_list()], dtype=np.int64
+    )
+    e = old_to_new[edges] if len(edges) else edges
+    e = e[e[:, 0] != e[:, 1]] if len(e) else e
+    e = np.unique(np.sort(e, axis=1), axis=0) if len(e) else e.reshape(-1, 2)
+    if prov is not None:
+        rename = dict(zip(pieces["unit_id"].to_list(), pieces["merged_id"].to_list()))
+        prov = prov.with_columns(
+            pl.col("unit_id").replace(rename).alias("unit_id")
+        )
+    labels_out = merged["label"].to_numpy().astype(np.int64)
+    return merged.drop("label").select(final.columns), prov, e, labels_out
 
 
 def _scaled_provider_weights(gp: pl.DataFrame, gu: pl.DataFrame) -> pl.DataFrame:

@@ -65,6 +65,9 @@ class PartitionProblem:
     group: np.ndarray = field(
         default_factory=lambda: np.empty(0, dtype=np.int64)
     )  # (n,) heavy-metro index or -1: such an atom may only join a territory already holding its metro
+    group_limit: np.ndarray = field(
+        default_factory=lambda: np.empty(0, dtype=np.int64)
+    )  # (groups,) most territories a heavy metro may span (empty: only its current holders)
     call_hours: float = 0.0  # visits x call time per provider
     travel_hours_per_mile: float = 0.0  # visits x circuity / mph per provider
 
@@ -400,7 +403,11 @@ class _State:
         if not len(self.gcount):
             return np.ones(len(u), dtype=bool)
         g = self.p.group[u]
-        return (g < 0) | (self.gcount[np.maximum(g, 0), b] > 0)
+        ok = (g < 0) | (self.gcount[np.maximum(g, 0), b] > 0)
+        if len(self.p.group_limit):
+            holders = (self.gcount > 0).sum(axis=1)
+            ok |= (g >= 0) & (holders[np.maximum(g, 0)] < self.p.group_limit[np.maximum(g, 0)])
+        return ok
 
     def chunk_allowed(self, chunk: list[int], b: int) -> bool:
         """Whether all atoms of ``chunk`` may join territory b."""
