@@ -498,3 +498,91 @@ def test_heavy_metro_atoms_only_join_territories_that_hold_their_metro():
     assert free[3] == 2  # unconstrained, the metro atom joins the light territory
     assert set(held[group == 0].tolist()) <= {0, 1}
     assert _connected_labels(problem, held)
+
+
+def test_heavy_metro_may_take_a_new_territory_up_to_its_part_count():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, improve
+
+    # the same line: both parts of a 2-part metro sit in territories 0 and 1
+    problem = _grid_problem(6, 1, 3, weight=np.array([1.0, 1.0, 2.0, 2.0, 0.5, 0.5]))
+    group = np.array([0, 0, 0, 0, -1, -1])
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    # limit 2: territory 2 may not become a third holder
+    capped, _, _ = improve(
+        replace(problem, group=group, group_limit=np.array([2])), labels, SearchParams()
+    )
+    assert set(capped[group == 0].tolist()) <= {0, 1}
+    # limit 3: it may, and balance improves
+    wider, _, _ = improve(
+        replace(problem, group=group, group_limit=np.array([3])), labels, SearchParams()
+    )
+    assert wider[3] == 2
+    assert _connected_labels(problem, wider)
+    # both parts in one territory (an earlier stage put them together): a limit of 2 lets one spill out
+    together = np.array([0, 0, 0, 0, 1, 2])
+    spilled, _, _ = improve(
+        replace(problem, group=group, group_limit=np.array([2])), together, SearchParams()
+    )
+    assert len(set(spilled[group == 0].tolist())) == 2
+    assert _connected_labels(problem, spilled)
+
+
+def test_explanation_says_which_territories_are_blocked_and_why():
+    # a line: whole metros A (60) and B (60), then a unit outside any metro (30); two reps.
+    # Contiguity and whole metros force {A} / {B, U}: 60 against 90, 20% off target.
+    inst = grid_instance(3, 1, 2, weight=np.array([[60.0, 60.0, 30.0]]),
+                         cbsa={(0, 0): "A", (0, 1): "B"})
+    plan = balance(inst["units"], inst["reps"], adjacency=inst["adjacency"],
+                   providers=inst["providers"])
+    m = plan.metrics
+    assert m["imbalance"] == pytest.approx(0.2)
+    assert m["metro_splits"] == 0
+    # three pieces into two territories: one holds two, at best 60 + 30 = 90 (the plan meets the bound)
+    assert m["granularity_bound"] == pytest.approx(0.2)
+    text = m["explanation"]
+    assert "(+20.0%) holds whole metro B (0.80 of its target), units outside any metro (0.40" in text
+    assert "(-20.0%) holds whole metro A (0.80 of its target)" in text
+    assert text.count("no single move of a whole metro or unit") == 2
+
+
+def test_explanation_names_a_move_the_search_did_not_make():
+    inst = grid_instance(4, 1, 2)
+    units = inst["units"]
+    asg = pl.DataFrame(
+        {"unit_id": units["unit_id"], "rep_id": ["R00", "R01", "R01", "R01"]}
+    )
+    _, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
+    assert m["imbalance"] == pytest.approx(0.5)
+    assert (
+        "moving unit g00_01 from the territory of R01 to that of R00 would lower it"
+        in m["explanation"]
+    )
+
+
+def test_a_heavy_metro_is_balanced_on_cells_and_reported_as_one_piece_per_territory():
+    inst = make_instance(3000, 40, seed=3)
+    national_plan = balance(inst.units, inst.reps, providers=inst.providers)
+    assert national_plan.metrics["heavy_groups_split"] > 0
+    units = national_plan.units
+    pieces = units.filter(pl.col("unit_id").str.contains("#"))
+    assert len(pieces) > 0
+    base = pieces["unit_id"].str.replace(r"#\d+$", "")
+    asg = national_plan.unit_assignments.join(
+        pieces.select("unit_id").with_columns(base.alias("base")), on="unit_id"
+    )
+    # a cut unit appears once per territory it spans, numbered from 1
+    per_base = asg.group_by("base").agg(
+        pl.len().alias("n"), pl.col("rep_id").n_unique().alias("reps"),
+        pl.col("unit_id").str.extract(r"#(\d+)$").cast(pl.Int64).max().alias("top"),
+    )
+    assert (per_base["n"] == per_base["reps"]).all()
+    assert (per_base["n"] == per_base["top"]).all()
+    assert (per_base["n"] >= 2).all()
+    # every provider of a cut unit is in one of its pieces, and the pieces' weights add up
+    pa = national_plan.provider_assignments
+    assert pa["unit_id"].is_in(units["unit_id"].implode()).all()
+    assert units["weight"].sum() == pytest.approx(inst.units["weight"].sum())
+    # the bounds are computed on the pieces the engine could move, so they stay below ±5%
+    assert national_plan.metrics["granularity_bound"] < 0.05

@@ -74,6 +74,7 @@ def evaluate_plan(
     providers: pl.DataFrame | None = None,
     previous: pl.DataFrame | None = None,
     settings: BalanceSettings = BalanceSettings(),
+    bound_weights: np.ndarray | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Territory table and plan metrics for an assignment of ``units`` to reps.
 
@@ -83,6 +84,9 @@ def evaluate_plan(
     adjacency: unit_id, neighbor_unit_id (contiguity is judged on it).
     providers: npi, unit_id, latitude, longitude, weight (optional; finer travel/area).
     previous: (npi, rep_id) or (unit_id, rep_id) of an earlier plan (optional).
+    bound_weights: weights of the indivisible pieces the plan was built from
+        (the engine passes its atoms: whole light metros, heavy-metro cells);
+        the lower bounds are computed on them (default: the units' weights).
     """
     from .inputs import normalize_reps, normalize_units
 
@@ -220,8 +224,9 @@ def evaluate_plan(
     ratio = tw / mu
     share = cap / cap.sum()
     ptarget, wtarget = share * tp.sum(), share * twl.sum()
-    gb = granularity_bound(w, mu)
-    bb = best_partition_bound(w, mu)
+    pieces = w if bound_weights is None else np.asarray(bound_weights, dtype=float)
+    gb = granularity_bound(pieces, mu)
+    bb = best_partition_bound(pieces, mu)
     imbalance = float(np.max(np.abs(dev)))
     disconnected = int((~contiguous).sum())
     metrics: dict[str, Any] = {
@@ -255,7 +260,123 @@ def evaluate_plan(
         _disruption(u, lab, reps, mu, providers, previous, adjacency, settings)
     )
     metrics["explanation"] = _explain(metrics, u, w, mu, settings)
+    blocked = _why_off_target(u, lab, adjacency, tw, mu, cap_w, settings.tolerance)
+    if blocked:
+        metrics["explanation"] += " " + " ".join(blocked)
     return territories, metrics
+
+
+def _why_off_target(
+    u: pl.DataFrame,
+    lab: np.ndarray,
+    adjacency: pl.DataFrame,
+    tw: np.ndarray,
+    mu: np.ndarray,
+    cap_w: float,
+    tol: float,
+    limit: int = 3,
+) -> list[str]:
+    """Why the worst territories beyond the tolerance stay there, one sentence each.
+
+    Pieces move as the engine moves them: a metro lighter than a territory's
+    capacity only whole, a unit of a heavier metro only to a territory already
+    holding that metro, any other unit alone.  For each of the ``limit`` worst
+    territories beyond ±tol, every single move of a piece between it and a
+    neighbouring territory is tried on the totals (contiguity ignored); the
+    sentence names what the territory is made of and says whether any such move
+    would lower the larger deviation of the two territories.
+    """
+    dev = tw / mu - 1.0
+    worst = [int(t) for t in np.argsort(-np.abs(dev), kind="stable") if abs(dev[t]) > tol + 1e-9]
+    if not worst:
+        return []
+    metro_w = (
+        u.filter(pl.col("cbsa_code").is_not_null())
+        .group_by("cbsa_code")
+        .agg(pl.col("weight").sum().alias("mw"))
+    )
+    frame = (
+        u.select("unit_id", "weight", "cbsa_code", "rep_id")
+        .with_columns(pl.Series("t", lab))
+        .join(metro_w, on="cbsa_code", how="left")
+        .with_columns(
+            pl.when(pl.col("cbsa_code").is_not_null() & (pl.col("mw") <= cap_w))
+            .then(pl.lit("metro ") + pl.col("cbsa_code"))
+            .otherwise(pl.lit("unit ") + pl.col("unit_id"))
+            .alias("piece"),
+            (pl.col("cbsa_code").is_not_null() & (pl.col("mw") > cap_w)).alias("heavy"),
+        )
+    )
+    index = frame.select("unit_id", "piece", "t", "heavy", "cbsa_code")
+    edges = (
+        adjacency.select(
+            pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
+        )
+        .join(index, on="unit_id")
+        .join(
+            index.select(pl.col("unit_id").alias("neighbor_unit_id"), pl.col("t").alias("to")),
+            on="neighbor_unit_id",
+        )
+        .filter(pl.col("t") != pl.col("to"))
+    )
+    holders = set(
+        frame.filter(pl.col("heavy")).select("cbsa_code", "t").unique().iter_rows()
+    )
+    moves = (
+        edges.filter(
+            ~pl.col("heavy")
+            | pl.struct("cbsa_code", "to").map_elements(
+                lambda r: (r["cbsa_code"], r["to"]) in holders, return_dtype=pl.Boolean
+            )
+        )
+        .select("piece", "t", "to")
+        .unique()
+        .join(
+            frame.group_by("piece", "t").agg(pl.col("weight").sum().alias("x")),
+            on=["piece", "t"],
+        )
+    )
+    src, dst, x = (moves[c].to_numpy() for c in ("t", "to", "x"))
+    names = moves["piece"].to_list()
+    territory = dict(zip(lab.tolist(), u["rep_id"].to_list()))
+    out = []
+    for t in worst[:limit]:
+        d = dev[t]
+        sel = np.nonzero(src == t)[0] if d > 0 else np.nonzero(dst == t)[0]
+        a, b = src[sel], dst[sel]
+        after = np.maximum(
+            np.abs((tw[a] - x[sel]) / mu[a] - 1.0), np.abs((tw[b] + x[sel]) / mu[b] - 1.0)
+        )
+        better = after < abs(d) - 1e-9
+        mine = (
+            frame.filter(pl.col("t") == t)
+            .group_by("cbsa_code", "heavy")
+            .agg(pl.col("weight").sum())
+            .sort("weight", "cbsa_code", descending=[True, False], nulls_last=True)
+        )
+        held = []
+        for code, heavy, weight in mine.head(3).iter_rows():
+            what = (
+                "units outside any metro"
+                if code is None
+                else f"{'part of heavy metro' if heavy else 'whole metro'} {code}"
+            )
+            held.append(f"{what} ({weight / mu[t]:.2f} of its target)")
+        label = f"territory of {territory[t]} ({d:+.1%}) holds {', '.join(held)}"
+        if not better.any():
+            out.append(
+                f"{label}; no single move of a whole metro or unit between it and a neighbouring "
+                f"territory would lower the larger deviation of the two (light metros stay whole, "
+                f"heavy-metro units stay with their metro's territories)."
+            )
+        else:
+            i = int(sel[better][np.argmin(after[better])])
+            out.append(
+                f"{label}; moving {names[i]} from the territory of {territory[int(src[i])]} to that of "
+                f"{territory[int(dst[i])]} would lower it on the totals, but the move cuts a territory "
+                f"apart or the search did not reach it."
+            )
+    return out
 
 
 def _contiguity(
