@@ -556,9 +556,27 @@ def test_explanation_names_a_move_the_search_did_not_make():
     _, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
     assert m["imbalance"] == pytest.approx(0.5)
     assert (
-        "moving unit g00_01 from the territory of R01 to that of R00 would lower it"
+        "moving unit g00_01 from the territory of R01 to that of R00 keeps both connected"
+        " and would lower the larger deviation of the two: the search did not find that move"
         in m["explanation"]
     )
+
+
+def test_explanation_says_when_every_helpful_move_cuts_a_territory_apart():
+    # X - B, B - C, B - D: R00 holds X, R01 holds the hub B and its two leaves (+50%)
+    inst = grid_instance(4, 1, 2)
+    units = inst["units"]
+    x, b, c, d = units["unit_id"].to_list()
+    adjacency = pl.DataFrame(
+        {"unit_id": [x, b, b, c, b, d], "neighbor_unit_id": [b, x, c, b, d, b]}
+    )
+    asg = pl.DataFrame({"unit_id": [x, b, c, d], "rep_id": ["R00", "R01", "R01", "R01"]})
+    _, m = evaluate_plan(units, asg, inst["reps"], adjacency)
+    assert m["imbalance"] == pytest.approx(0.5)
+    text = m["explanation"]
+    assert text.count("every single move that would lower the larger deviation") == 2
+    assert f"unit {b} from the territory of R01 to that of R00" in text
+    assert "keeps both connected" not in text
 
 
 def test_a_heavy_metro_is_balanced_on_cells_and_reported_as_one_piece_per_territory():

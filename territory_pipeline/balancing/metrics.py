@@ -338,6 +338,21 @@ def _why_off_target(
     )
     src, dst, x = (moves[c].to_numpy() for c in ("t", "to", "x"))
     names = moves["piece"].to_list()
+    piece_list = frame["piece"].to_list()
+    piece_code = {p: i for i, p in enumerate(sorted(set(piece_list)))}
+    piece_of = np.array([piece_code[p] for p in piece_list], dtype=np.int64)
+    rows = frame.select("unit_id", pl.int_range(pl.len()).alias("i"))
+    pairs = (
+        adjacency.select(
+            pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
+        )
+        .join(rows, on="unit_id")
+        .join(rows.rename({"unit_id": "neighbor_unit_id", "i": "j"}), on="neighbor_unit_id")
+    )
+    ii, jj = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    graph = coo_matrix(
+        (np.ones(len(ii)), (ii, jj)), shape=(len(piece_list), len(piece_list))
+    ).tocsr()
     territory = dict(zip(lab.tolist(), u["rep_id"].to_list()))
     out = []
     for t in worst[:limit]:
@@ -369,14 +384,39 @@ def _why_off_target(
                 f"territory would lower the larger deviation of the two (light metros stay whole, "
                 f"heavy-metro units stay with their metro's territories)."
             )
-        else:
-            i = int(sel[better][np.argmin(after[better])])
+            continue
+        candidates = sel[better][np.argsort(after[better], kind="stable")]
+        kept = next(
+            (
+                int(i)
+                for i in candidates[:25]
+                if _stays_connected(graph, lab, piece_of == piece_code[names[i]], int(src[i]))
+            ),
+            None,
+        )
+        if kept is None:
+            i = int(candidates[0])
             out.append(
-                f"{label}; moving {names[i]} from the territory of {territory[int(src[i])]} to that of "
-                f"{territory[int(dst[i])]} would lower it on the totals, but the move cuts a territory "
-                f"apart or the search did not reach it."
+                f"{label}; every single move that would lower the larger deviation of the two "
+                f"territories cuts the giving territory apart (e.g. {names[i]} from the territory of "
+                f"{territory[int(src[i])]} to that of {territory[int(dst[i])]})."
+            )
+        else:
+            out.append(
+                f"{label}; moving {names[kept]} from the territory of {territory[int(src[kept])]} to "
+                f"that of {territory[int(dst[kept])]} keeps both connected and would lower the larger "
+                f"deviation of the two: the search did not find that move."
             )
     return out
+
+
+def _stays_connected(graph, lab: np.ndarray, moving: np.ndarray, a: int) -> bool:
+    """Whether territory ``a`` is still one connected region without the units ``moving``."""
+    rest = np.nonzero((lab == a) & ~moving)[0]
+    if len(rest) <= 1:
+        return True
+    n_comp, _ = connected_components(graph[rest][:, rest], directed=False)
+    return n_comp == 1
 
 
 def _contiguity(
