@@ -14,8 +14,10 @@ Algorithm
    end of the metro's long axis).  The parts are cut over the metro's
    providers grouped by H3 cell (``h3_split_resolution``, cells still heavier
    than τ/2 of a target refined down to ``h3_max_resolution``) by recursive
-   bisection plus the local search of step 5.  A unit cut by the parts becomes
-   '<unit>#1', '<unit>#2', ... (weight shared pro rata to its providers').
+   bisection plus the local search of step 5.  Each unit of the metro is cut
+   into one piece per H3 cell (weight shared pro rata to its providers'); once
+   assigned, the pieces of a unit in one territory are joined again, so a unit
+   is reported as '<unit>' or, when it spans territories, '<unit>#1', '<unit>#2', ...
 3. **Atoms.**  A metro lighter than capacity is one indivisible atom (so it is
    never split); each part of a heavy metro is one atom (a full part is a whole
    territory, the remainder joins its neighbours), so a heavy metro spans at
@@ -34,10 +36,10 @@ Algorithm
    large-neighbourhood search (:func:`.partition.polish`): each territory beyond
    the margin is cut afresh together with its territories up to two hops away
    (seeded bisections improved by step 5), kept when the objective drops.
-   Finally the parts of heavy metros are refined: each unit of a part becomes an
-   atom that may move only between territories already holding its metro, so
-   the parts' sizes adapt to the lumps around them while the metro keeps its p
-   parts.
+   Finally the parts of heavy metros are refined: each H3-cell piece of a part
+   becomes an atom that may move between the territories holding its metro, or
+   to a new territory while the metro spans fewer than its p parts, so the
+   parts' sizes adapt to the lumps around them and the metro spans at most p.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance), secondary penalties for
@@ -200,7 +202,7 @@ def balance(
         params = replace(params, deadline=deadline)
         labels, recut = polish(problem, labels, params, settings.seed)
         moves += recut
-    fine_keys, fine_groups = _fine_keys(
+    fine_keys, fine_groups, parts_per_metro = _fine_keys(
         final["atom_key"].to_list(), final["unit_id"].to_list()
     )
     if (
@@ -208,14 +210,14 @@ def balance(
         and settings.whole_metro_parts
         and previous is None
     ):
-        # refinement: the units of heavy-metro parts move one by one between the
-        # territories that already hold their metro, so part sizes adapt to the lumps around
+        # refinement: the H3-cell pieces of heavy-metro parts move one by one between the
+        # territories holding their metro (or a new one while it spans fewer than its parts)
         fine, fine_of = build(fine_keys)
         coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
         coarse_of_fine[fine_of] = atom_of
         group = np.full(fine.n, -1, dtype=np.int64)
         group[fine_of] = fine_groups
-        fine = replace(fine, group=group, group_limit=_parts_per_metro(final["atom_key"].to_list()))
+        fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
     unit_label = labels[atom_of]
@@ -376,14 +378,18 @@ def _best_rebalance(
 
 def _fine_keys(
     atom_keys: list[str], unit_ids: list[str]
-) -> tuple[list[str], np.ndarray]:
-    """Refined atom keys (each unit of a heavy-metro part its own atom) and their metro index.
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Refined atom keys (each unit of a heavy-metro part its own atom), metro index and part counts.
 
-    Returns one key per final unit and, per unit, the index of its heavy metro
-    (-1 for units outside a split metro, whose atoms are unchanged).
+    Returns one key per final unit; per unit, the index of its heavy metro (-1
+    for units outside a split metro, whose atoms are unchanged); and per heavy
+    metro, its number of parts (the most territories it may span).
     """
-    metros = sorted({key.split("|part")[0] for key in atom_keys if "|part" in key})
-    metro_index = {m: i for i, m in enumerate(metros)}
+    parts: dict[str, set[str]] = {}
+    for key in atom_keys:
+        if "|part" in key:
+            parts.setdefault(key.split("|part")[0], set()).add(key)
+    metro_index = {m: i for i, m in enumerate(sorted(parts))}
     keys, groups = [], []
     for key, unit in zip(atom_keys, unit_ids):
         if "|part" in key:
@@ -392,17 +398,8 @@ def _fine_keys(
         else:
             keys.append(key)
             groups.append(-1)
-    return keys, np.array(groups, dtype=np.int64)
-
-
-def _parts_per_metro(atom_keys: list[str]) -> np.ndarray:
-    """Number of parts of each heavy metro, in the order of :func:`_fine_keys`'s metro index."""
-    parts: dict[str, set[str]] = {}
-    for key in atom_keys:
-        if "|part" in key:
-            metro, rest = key.split("|part", 1)
-            parts.setdefault(metro, set()).add(rest.split("|")[0])
-    return np.array([len(parts[m]) for m in sorted(parts)], dtype=np.int64)
+    limits = np.array([len(parts[m]) for m in sorted(parts)], dtype=np.int64)
+    return keys, np.array(groups, dtype=np.int64), limits
 
 
 def _atom_problem(
@@ -815,7 +812,7 @@ def _split_heavy(
         )
         info["heavy_groups_split"] += 1
         info["metro_parts"] += len(set(part_of_cell.tolist()))
-        # pieces: (unit, part); a unit cut by the parts becomes '<unit>#<k>'
+        # pieces: (unit, part, cell), named '<unit>#<k>' when a unit has several (joined again after assignment)
         pieces = (
             gp.group_by("unit_id", "part", "sub")
             .agg(
@@ -980,9 +977,8 @@ def _merge_pieces(
     old_to_new = np.array(
         [new_index[m] for m in pieces["merged_id"].to_list()], dtype=np.int64
     )
-    e = old_to_new[edges] if len(edges) else edges
-    e = e[e[:, 0] != e[:, 1]] if len(e) else e
-    e = np.unique(np.sort(e, axis=1), axis=0) if len(e) else e.reshape(-1, 2)
+    e = np.sort(old_to_new[edges.reshape(-1, 2)], axis=1)
+    e = np.unique(e[e[:, 0] != e[:, 1]], axis=0).reshape(-1, 2)
     if prov is not None:
         rename = dict(zip(pieces["unit_id"].to_list(), pieces["merged_id"].to_list()))
         prov = prov.with_columns(

@@ -282,9 +282,11 @@ def _why_off_target(
     capacity only whole, a unit of a heavier metro only to a territory already
     holding that metro, any other unit alone.  For each of the ``limit`` worst
     territories beyond ±tol, every single move of a piece between it and a
-    neighbouring territory is tried on the totals (contiguity ignored); the
-    sentence names what the territory is made of and says whether any such move
-    would lower the larger deviation of the two territories.
+    neighbouring territory is tried on the totals; the sentence names what the
+    territory is made of and says whether no such move would lower the larger
+    deviation of the two territories, whether every one that would cuts the
+    giving territory apart, or which one keeps both connected (a move the
+    search missed).
     """
     dev = tw / mu - 1.0
     worst = [int(t) for t in np.argsort(-np.abs(dev), kind="stable") if abs(dev[t]) > tol + 1e-9]
@@ -307,52 +309,38 @@ def _why_off_target(
             (pl.col("cbsa_code").is_not_null() & (pl.col("mw") > cap_w)).alias("heavy"),
         )
     )
-    index = frame.select("unit_id", "piece", "t", "heavy", "cbsa_code")
-    edges = (
-        adjacency.select(
-            pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
-        )
-        .join(index, on="unit_id")
-        .join(
-            index.select(pl.col("unit_id").alias("neighbor_unit_id"), pl.col("t").alias("to")),
-            on="neighbor_unit_id",
-        )
+    ii, jj = _edge_index(frame["unit_id"], adjacency)
+    n = len(frame)
+    graph = coo_matrix((np.ones(len(ii)), (ii, jj)), shape=(n, n)).tocsr()
+    holders = frame.filter(pl.col("heavy")).select("cbsa_code", "t").unique()
+    side = frame.select("piece", "t", "heavy", "cbsa_code")
+    crossing = (
+        side[ii]
+        .with_columns(pl.Series("to", lab[jj]))
         .filter(pl.col("t") != pl.col("to"))
     )
-    holders = set(
-        frame.filter(pl.col("heavy")).select("cbsa_code", "t").unique().iter_rows()
+    # a heavy-metro unit may only go to a territory already holding its metro
+    allowed = pl.concat(
+        [
+            crossing.filter(~pl.col("heavy")),
+            crossing.filter(pl.col("heavy")).join(
+                holders.rename({"t": "to"}), on=["cbsa_code", "to"], how="semi"
+            ),
+        ]
     )
     moves = (
-        edges.filter(
-            ~pl.col("heavy")
-            | pl.struct("cbsa_code", "to").map_elements(
-                lambda r: (r["cbsa_code"], r["to"]) in holders, return_dtype=pl.Boolean
-            )
-        )
-        .select("piece", "t", "to")
+        allowed.select("piece", "t", "to")
         .unique()
         .join(
-            frame.group_by("piece", "t").agg(pl.col("weight").sum().alias("x")),
+            frame.group_by("piece", "t").agg(pl.col("weight").sort().sum().alias("x")),
             on=["piece", "t"],
         )
+        .sort("piece", "t", "to")
     )
     src, dst, x = (moves[c].to_numpy() for c in ("t", "to", "x"))
     names = moves["piece"].to_list()
-    piece_list = frame["piece"].to_list()
-    piece_code = {p: i for i, p in enumerate(sorted(set(piece_list)))}
-    piece_of = np.array([piece_code[p] for p in piece_list], dtype=np.int64)
-    rows = frame.select("unit_id", pl.int_range(pl.len()).alias("i"))
-    pairs = (
-        adjacency.select(
-            pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
-        )
-        .join(rows, on="unit_id")
-        .join(rows.rename({"unit_id": "neighbor_unit_id", "i": "j"}), on="neighbor_unit_id")
-    )
-    ii, jj = pairs["i"].to_numpy(), pairs["j"].to_numpy()
-    graph = coo_matrix(
-        (np.ones(len(ii)), (ii, jj)), shape=(len(piece_list), len(piece_list))
-    ).tocsr()
+    piece_code = {p: i for i, p in enumerate(sorted(set(frame["piece"].to_list())))}
+    piece_of = np.array([piece_code[p] for p in frame["piece"].to_list()], dtype=np.int64)
     territory = dict(zip(lab.tolist(), u["rep_id"].to_list()))
     out = []
     for t in worst[:limit]:
@@ -366,7 +354,7 @@ def _why_off_target(
         mine = (
             frame.filter(pl.col("t") == t)
             .group_by("cbsa_code", "heavy")
-            .agg(pl.col("weight").sum())
+            .agg(pl.col("weight").sort().sum())
             .sort("weight", "cbsa_code", descending=[True, False], nulls_last=True)
         )
         held = []
@@ -419,11 +407,11 @@ def _stays_connected(graph, lab: np.ndarray, moving: np.ndarray, a: int) -> bool
     return n_comp == 1
 
 
-def _contiguity(
-    unit_ids: pl.Series, lab: np.ndarray, adjacency: pl.DataFrame, k: int
-) -> np.ndarray:
-    n = len(lab)
-    index = pl.DataFrame({"unit_id": unit_ids, "i": np.arange(n)})
+def _edge_index(
+    unit_ids: pl.Series, adjacency: pl.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adjacency as row indices (i, j) into ``unit_ids``; pairs naming unknown units are left out."""
+    index = pl.DataFrame({"unit_id": unit_ids, "i": np.arange(len(unit_ids))})
     e = (
         adjacency.select(
             pl.col("unit_id").cast(pl.Utf8), pl.col("neighbor_unit_id").cast(pl.Utf8)
@@ -434,7 +422,14 @@ def _contiguity(
             on="neighbor_unit_id",
         )
     )
-    i, j = e["i"].to_numpy(), e["j"].to_numpy()
+    return e["i"].to_numpy(), e["j"].to_numpy()
+
+
+def _contiguity(
+    unit_ids: pl.Series, lab: np.ndarray, adjacency: pl.DataFrame, k: int
+) -> np.ndarray:
+    n = len(lab)
+    i, j = _edge_index(unit_ids, adjacency)
     same = lab[i] == lab[j]
     g = coo_matrix((np.ones(int(same.sum())), (i[same], j[same])), shape=(n, n))
     _, comp = connected_components(g, directed=False)
