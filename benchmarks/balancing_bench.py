@@ -213,10 +213,10 @@ def table(title: str, rows: list[dict]) -> str:
         f"### {title}",
         "",
         (
-            "| method | regions | imbalance | vs greedy | max/min | cv | bound | compact mi | metro splits (beyond) | "
-            "disconnected | provider imb. | seconds | note |"
+            "| method | regions | imbalance | vs greedy | max/min | cv | bound | neighbourhood bound | compact mi | "
+            "metro splits (beyond) | disconnected | provider imb. | seconds | note |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = (
@@ -226,7 +226,8 @@ def table(title: str, rows: list[dict]) -> str:
         )
         out.append(
             f"| {r['method']} | {r['regions']} | {r['imbalance']:.3f} | {ratio:.2f} | {r['max_min_ratio']:.2f} | "
-            f"{r['cv']:.3f} | {r['granularity_bound']:.3f} | {r['compactness_mean_miles']:.1f} | "
+            f"{r['cv']:.3f} | {r['granularity_bound']:.3f} | {r['neighbourhood_bound']:.3f} | "
+            f"{r['compactness_mean_miles']:.1f} | "
             f"{r['metro_splits']} ({r['metros_split_beyond_bound']}) | {r['disconnected_territories']} | "
             f"{r['provider_imbalance']:.3f} | {r['seconds']:.1f} | {r['note']} |"
         )

@@ -16,6 +16,7 @@ from territory_pipeline.balancing import (
     granularity_bound,
     greedy_balance,
     least_move,
+    neighbourhood_bound,
 )
 from territory_pipeline.balancing.synthetic import make_instance
 from territory_pipeline_tests.test_balancing_helpers import grid_instance
@@ -66,6 +67,74 @@ def test_best_partition_bound_is_at_least_the_granularity_bound_and_finds_perfec
     assert best_partition_bound(
         np.array([4.0, 3, 3, 2, 2, 2]), np.array([8.0, 8.0])
     ) == pytest.approx(0.0)
+
+
+def test_neighbourhood_bound_on_a_metro_among_lumps():
+    # metro M (0.52 of a target) borders only light metros A (0.77) and B (0.89) and a heavy
+    # metro H (1.90, at most two territories); small units lie beyond A and H.  The territory
+    # holding M is M alone (-48%), M + A (+29%), M + B (+41%), or M + a part of H of at least
+    # 1.90 - (1 + D): balanced when 0.52 + 0.90 - D <= 1 + D, so D >= 0.21.
+    w = [0.52, 0.77, 0.89, 1.90] + [0.01] * 100
+    parts = [0, 0, 0, 2] + [0] * 100
+    edges = [(0, 1), (0, 2), (0, 3), (1, 2)]
+    edges += [(4 + i, 5 + i) for i in range(99)] + [(1, 4), (3, 60)]
+    k = 5
+    targets = np.full(k, 1.0)
+    found = neighbourhood_bound(np.array(w), np.array(parts), np.array(edges), targets)
+    assert found.value == pytest.approx(0.21, abs=2e-4)
+    assert found.root == 0
+    assert set(found.neighbours) == {1, 2, 3}
+    assert found.unsure == 0
+    # without the heavy metro next door the best is M + A
+    found = neighbourhood_bound(np.array(w), np.array(parts), np.array(edges[:2] + edges[3:]), targets)
+    assert found.value == pytest.approx(0.29, abs=2e-4)
+    # with small units all around M, the bound moves to B: alone (-11%) or with M or A (+41%, +66%)
+    ring = [(0, 4 + i) for i in range(100)]
+    found = neighbourhood_bound(np.array(w), np.array(parts), np.array(edges + ring), targets)
+    assert found.root == 2
+    assert found.value == pytest.approx(0.11, abs=2e-4)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_neighbourhood_bound_never_exceeds_the_best_connected_plan(seed):
+    # brute force over every assignment of 8 whole groups to 3 connected territories
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    n, k = 8, 3
+    g = nx.connected_watts_strogatz_graph(n, 3, 0.4, seed=seed)
+    w = rng.choice([0.05, 0.2, 0.5, 0.8], size=n) * rng.uniform(0.8, 1.2, size=n)
+    targets = np.full(k, w.sum() / k)
+    best = math.inf
+    for lab in itertools.product(range(k), repeat=n):
+        lab = np.array(lab)
+        if len(set(lab.tolist())) < k:
+            continue
+        if not all(nx.is_connected(g.subgraph(np.nonzero(lab == t)[0].tolist())) for t in range(k)):
+            continue
+        tw = np.bincount(lab, weights=w, minlength=k)
+        best = min(best, float(np.max(np.abs(tw / targets - 1))))
+    found = neighbourhood_bound(w, np.zeros(n, dtype=np.int64), np.array(list(g.edges())), targets, floor=0.0)
+    assert found.value <= best + 1e-9
+
+
+def test_explanation_cites_the_neighbourhood_bound_when_geography_forbids_the_tolerance():
+    # a line of whole metros A (50) - B (100) - C (50) for two reps: {A, C} / {B} would be exact,
+    # but a connected territory holding A is A alone or A + B, so every plan is 50% off target
+    inst = grid_instance(3, 1, 2, weight=np.array([[50.0, 100.0, 50.0]]),
+                         cbsa={(0, 0): "A", (0, 1): "B", (0, 2): "C"})
+    plan = balance(inst["units"], inst["reps"], adjacency=inst["adjacency"],
+                   providers=inst["providers"])
+    m = plan.metrics
+    assert m["granularity_bound"] == pytest.approx(0.0)
+    assert m["neighbourhood_bound"] == pytest.approx(0.5, abs=2e-4)
+    assert m["imbalance"] == pytest.approx(0.5)
+    assert m["neighbourhood_gap"] == pytest.approx(0.0, abs=2e-4)
+    assert (
+        "No connected plan that keeps light metros whole can reach ±5%: metro A weighs 0.50 of a target "
+        "and borders only metro B (1.00)" in m["explanation"]
+    )
+    assert "0.0 points above that bound" in m["explanation"]
 
 
 def test_least_move_counts_orphans_and_the_larger_of_over_and_under_shoot():

@@ -5,7 +5,12 @@ largest-first baseline), :func:`evaluate_plan` (the shared metrics),
 :class:`BalanceSettings` and :class:`Plan`, plus the bounds in :mod:`.bounds`.
 """
 
-from .bounds import best_partition_bound, granularity_bound, least_move
+from .bounds import (
+    best_partition_bound,
+    granularity_bound,
+    least_move,
+    neighbourhood_bound,
+)
 from .engine import balance
 from .greedy import greedy_balance
 from .metrics import TERRITORY_COLUMNS, evaluate_plan
@@ -21,4 +26,5 @@ __all__ = [
     "granularity_bound",
     "greedy_balance",
     "least_move",
+    "neighbourhood_bound",
 ]

@@ -13,6 +13,10 @@
   improvement.  It is an upper bound on the optimal non-geographic imbalance
   and therefore only an *estimate* of the lower bound for geographic plans:
   the true optimum lies between ``granularity_bound`` and this value.
+* :func:`neighbourhood_bound` is a rigorous lower bound for *connected* plans
+  that keep light metros whole: the territory holding a metro must be a
+  connected set of whole metros (and parts of heavy ones) around it, and where
+  metros are lumps no such set may come near the target.
 * :func:`least_move` is a rigorous lower bound on the opportunity that must
   change rep to bring every territory within tolerance, given the previous
   assignment.
@@ -20,7 +24,9 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -184,3 +190,204 @@ def least_move_flow(
         return None
     # orphaned weight that stays put is impossible, so count at least the orphans
     return float(max(res.fun, sources[gone].sum()))
+
+
+@dataclass(frozen=True)
+class NeighbourhoodBound:
+    """A lower bound from the neighbourhood of one group (see :func:`neighbourhood_bound`)."""
+
+    value: float
+    root: int  # the group that sets the bound (-1 when the bound is 0)
+    neighbours: tuple[int, ...]  # its neighbouring groups, lightest first
+    checked: int  # groups whose neighbourhood was searched
+    unsure: int  # searches cut short (counted as feasible, which keeps the bound valid)
+
+
+class _Unsure(Exception):
+    pass
+
+
+def neighbourhood_bound(
+    weights: np.ndarray,
+    parts: np.ndarray,
+    edges: np.ndarray,
+    targets: np.ndarray,
+    budget: int = 3000,
+    max_depth: int = 300,
+    floor: float = 0.02,
+) -> NeighbourhoodBound:
+    """Lower bound on the imbalance of connected plans that keep light groups whole.
+
+    Groups are metros (or units outside metros).  A light group (``parts[g] ==
+    0``) is never split; a heavy group (``parts[g] = p >= 1``) spans at most p
+    territories.  In any connected plan of imbalance D, the territory holding a
+    light group M is a connected set of groups containing M whose weight lies
+    within [(1-D)T, (1+D)T] for its target T, where a heavy group H inside it
+    contributes some share x with W_H - (p-1)(1+D)T_max <= x <= min(W_H,
+    (1+D)T) (the other p-1 territories hold at most (1+D)T_max each).  So if
+    no connected set around M can reach that window, the imbalance exceeds D.
+    The bound is the largest such D over all light groups, found by bisection
+    on D per group (feasibility grows with D).  Connected sets are enumerated
+    exactly (each once: extend by a frontier group, then exclude it) unless a
+    greedy growth (lightest frontier group first) already reaches the window,
+    pruned
+    once their least weight exceeds (1+D)T_max; a heavy group passes on all of
+    its neighbours (a relaxation).  A search that exceeds ``budget`` steps or
+    ``max_depth`` groups counts as feasible, so the result stays a valid lower
+    bound; it is tight where metros are lumps, which is where it matters.
+    Bounds below ``floor`` are not resolved (the result is then 0).
+    """
+    w = np.asarray(weights, dtype=float)
+    parts = np.asarray(parts, dtype=np.int64)
+    mu = np.unique(np.asarray(targets, dtype=float))
+    n = len(w)
+    if n == 0 or len(mu) == 0 or w.sum() <= 0:
+        return NeighbourhoodBound(0.0, -1, (), 0, 0)
+    t_max = float(mu.max())
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for a, b in np.asarray(edges, dtype=np.int64).reshape(-1, 2).tolist():
+        if a != b:
+            nbrs[a].add(b)
+            nbrs[b].add(a)
+    order_nb = [sorted(s, key=lambda g: (w[g], g)) for s in nbrs]
+    heavy = parts > 0
+    unsure = 0
+
+    def share(g: int, d: float) -> tuple[float, float]:
+        if not heavy[g]:
+            return w[g], w[g]
+        lo = max(0.0, w[g] - (parts[g] - 1) * (1 + d) * t_max)
+        return lo, min(w[g], (1 + d) * t_max)
+
+    targets_sorted = mu.tolist()
+
+    def hits(lo: float, hi: float, d: float) -> bool:
+        # some target T with lo <= (1+d)T and hi >= (1-d)T: the least T >= lo/(1+d) must do
+        i = bisect.bisect_left(targets_sorted, lo / (1 + d) - 1e-12)
+        if i == len(targets_sorted):
+            return False
+        return d >= 1 or hi >= (1 - d) * targets_sorted[i] - 1e-12
+
+    def witness(root: int, d: float, top: float) -> tuple[set[int], float, float] | None:
+        # grow a connected set from root, lightest frontier group first, skipping those that
+        # overshoot; any set it reaches inside the window proves feasibility (steps are small
+        # where groups are small, so this settles most groups without enumeration)
+        lo = hi = w[root]
+        inside = {root}
+        heap = [(share(x, d)[0], x) for x in order_nb[root]]
+        heapq.heapify(heap)
+        queued = set(order_nb[root]) | inside
+        while heap:
+            vlo, v = heapq.heappop(heap)
+            if lo + vlo > top:
+                break  # every other frontier group is at least as heavy
+            lo, hi = lo + vlo, hi + share(v, d)[1]
+            inside.add(v)
+            if hits(lo, hi, d):
+                return inside, lo, hi
+            for x in order_nb[v]:
+                if x not in queued:
+                    queued.add(x)
+                    heapq.heappush(heap, (share(x, d)[0], x))
+        return None
+
+    def feasible(root: int, d: float) -> bool:
+        top = (1 + d) * t_max + 1e-12
+        steps = [0]
+
+        def extend(lo: float, hi: float, inside: set[int], ext: list[int], banned: set[int]) -> bool:
+            if hits(lo, hi, d):
+                return True
+            steps[0] += 1
+            if steps[0] > budget or len(inside) > max_depth:
+                raise _Unsure
+            ext = list(ext)
+            while ext:
+                v = ext.pop()
+                vlo, vhi = share(v, d)
+                if lo + vlo <= top:
+                    seen = inside | banned | set(ext) | {v}
+                    grow = ext + [x for x in order_nb[v] if x not in seen]
+                    if extend(lo + vlo, hi + vhi, inside | {v}, grow, banned):
+                        return True
+                banned = banned | {v}
+            return False
+
+        if witness(root, d, top) is not None:
+            return True
+        # heaviest candidates are popped first: lumps reach the window in few steps
+        try:
+            return extend(w[root], w[root], {root}, list(order_nb[root]), set())
+        except _Unsure:
+            nonlocal unsure
+            unsure += 1
+            return True
+
+    # Screening at D = floor.  A connected set inside the window is a witness for every
+    # group in it, and a witness plus one more neighbouring group is a witness for that group
+    # while its weight stays inside.  Groups are visited breadth first so that most extend a
+    # neighbour's witness; greedy growth builds a fresh one otherwise.  Only groups with no
+    # witness (metros among lumps) are searched exactly: the others cannot raise the bound
+    # above floor.
+    top_floor = (1 + floor) * t_max + 1e-12
+    owner = np.full(n, -1, dtype=np.int64)  # index into sums of a witness containing the group
+    sums: list[tuple[float, float]] = []
+    roots = []
+    for g in _breadth_first(order_nb):
+        if heavy[g] or w[g] <= 0 or owner[g] >= 0:
+            continue
+        if hits(w[g], w[g], floor):
+            sums.append((w[g], w[g]))
+            owner[g] = len(sums) - 1
+            continue
+        for x in order_nb[g]:
+            if owner[x] >= 0:
+                lo, hi = sums[owner[x]]
+                if hits(lo + w[g], hi + w[g], floor):
+                    sums.append((lo + w[g], hi + w[g]))
+                    owner[g] = len(sums) - 1
+                    break
+        if owner[g] >= 0:
+            continue
+        found = witness(g, floor, top_floor)
+        if found is None:
+            roots.append(g)
+            continue
+        members, lo, hi = found
+        sums.append((lo, hi))
+        for x in members:
+            if owner[x] < 0:
+                owner[x] = len(sums) - 1
+    best, best_root = 0.0, -1
+    for g in roots:
+        if feasible(g, best + 1e-4 if best_root >= 0 else best):
+            continue  # not (meaningfully) above the bound so far
+        lo, hi = best, 1.0
+        while hi - lo > 1e-4:
+            mid = (lo + hi) / 2
+            if feasible(g, mid):
+                hi = mid
+            else:
+                lo = mid
+        best, best_root = lo, g  # lo is infeasible: the bound stays a lower bound
+    if best_root < 0:
+        return NeighbourhoodBound(0.0, -1, (), len(roots), unsure)
+    return NeighbourhoodBound(best, best_root, tuple(order_nb[best_root]), len(roots), unsure)
+
+
+def _breadth_first(nbrs: list[list[int]]) -> list[int]:
+    """All nodes in breadth-first order, each component from its lowest index."""
+    seen = np.zeros(len(nbrs), dtype=bool)
+    out: list[int] = []
+    for start in range(len(nbrs)):
+        if seen[start]:
+            continue
+        seen[start] = True
+        queue = [start]
+        for v in queue:
+            out.append(v)
+            for x in nbrs[v]:
+                if not seen[x]:
+                    seen[x] = True
+                    queue.append(x)
+    return out

@@ -257,6 +257,7 @@ def balance(
         previous=previous,
         settings=settings,
         bound_weights=problem.weight,
+        base_units=final.select("unit_id", "base_unit_id"),
     )
     metrics.update(split_info)
     metrics.update(

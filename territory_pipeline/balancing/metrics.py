@@ -20,6 +20,12 @@ Measures (per territory, then plan-wide):
   or split into more territories than ceil(M / ((1+τ)·mean mu)).
 * granularity_bound / best_partition_bound: see :mod:`.bounds`; gap =
   imbalance - granularity_bound, partition_gap = imbalance - best_partition_bound.
+* neighbourhood_bound: :func:`.bounds.neighbourhood_bound` on the groups the
+  metro rule keeps together (light metros whole, heavy metros in at most
+  ceil(M / ((1+τ)·mean mu)) territories) and the plan's adjacency: a lower bound
+  for connected plans that follow the rule; neighbourhood_gap = imbalance - it.
+  When it exceeds the tolerance, the explanation names the group that sets it
+  and its neighbours.
 * disruption (when ``previous`` is given): moved_opportunity_share,
   moved_provider_share, least_move_share (:func:`.bounds.least_move` over
   the same rows) and disruption_ratio = moved / least (None when least is 0);
@@ -38,7 +44,13 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .bounds import best_partition_bound, granularity_bound, least_move, least_move_flow
+from .bounds import (
+    best_partition_bound,
+    granularity_bound,
+    least_move,
+    least_move_flow,
+    neighbourhood_bound,
+)
 from .geometry import haversine_miles, hull_area, project
 from .inputs import territory_id
 from .model import BalanceSettings
@@ -75,6 +87,7 @@ def evaluate_plan(
     previous: pl.DataFrame | None = None,
     settings: BalanceSettings = BalanceSettings(),
     bound_weights: np.ndarray | None = None,
+    base_units: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Territory table and plan metrics for an assignment of ``units`` to reps.
 
@@ -87,6 +100,9 @@ def evaluate_plan(
     bound_weights: weights of the indivisible pieces the plan was built from
         (the engine passes its atoms: whole light metros, heavy-metro cells);
         the lower bounds are computed on them (default: the units' weights).
+    base_units: unit_id, base_unit_id: the input unit each unit was cut from
+        (the engine passes it for heavy units cut into pieces); default: none
+        was cut.  The neighbourhood bound treats a cut unit as one.
     """
     from .inputs import normalize_reps, normalize_units
 
@@ -256,14 +272,75 @@ def evaluate_plan(
         "disconnected_territories": disconnected,
         "feasible": bool(imbalance <= settings.tolerance + 1e-9 and disconnected == 0),
     }
+    nb, nb_text = _neighbourhood(u, adjacency, mu, cap_w, settings, base_units)
+    metrics["neighbourhood_bound"] = nb
+    metrics["neighbourhood_gap"] = imbalance - nb
     metrics.update(
         _disruption(u, lab, reps, mu, providers, previous, adjacency, settings)
     )
-    metrics["explanation"] = _explain(metrics, u, w, mu, settings)
+    metrics["explanation"] = _explain(metrics, u, w, mu, settings, nb_text)
     blocked = _why_off_target(u, lab, adjacency, tw, mu, cap_w, settings.tolerance)
     if blocked:
         metrics["explanation"] += " " + " ".join(blocked)
     return territories, metrics
+
+
+def _neighbourhood(
+    u: pl.DataFrame,
+    adjacency: pl.DataFrame,
+    mu: np.ndarray,
+    cap_w: float,
+    settings: BalanceSettings,
+    base_units: pl.DataFrame | None,
+) -> tuple[float, str]:
+    """The neighbourhood bound (:func:`.bounds.neighbourhood_bound`) and a sentence naming its cause.
+
+    Groups are metros when metros are kept whole (else units), with the pieces of
+    a cut unit joined back (``base_units``); a group heavier than cap_w may span
+    ceil(weight / cap_w) territories, any other is whole.
+    """
+    if base_units is None:
+        u = u.with_columns(pl.col("unit_id").alias("base_unit_id"))
+    else:
+        u = u.join(
+            base_units.select(pl.col("unit_id").cast(pl.Utf8), pl.col("base_unit_id").cast(pl.Utf8)),
+            on="unit_id",
+            how="left",
+        ).with_columns(pl.col("base_unit_id").fill_null(pl.col("unit_id")))
+    name = (
+        pl.when(pl.col("cbsa_code").is_not_null() & pl.lit(settings.keep_metros_whole))
+        .then(pl.lit("metro ") + pl.col("cbsa_code"))
+        .otherwise(pl.lit("unit ") + pl.col("base_unit_id"))
+    )
+    g = u.select(name.alias("group"), "weight")
+    groups = g.group_by("group").agg(pl.col("weight").sort().sum()).sort("group")
+    gw = groups["weight"].to_numpy()
+    index = dict(zip(groups["group"].to_list(), range(len(groups))))
+    of_unit = np.array([index[x] for x in g["group"].to_list()], dtype=np.int64)
+    ii, jj = _edge_index(u["unit_id"], adjacency)
+    edges = np.column_stack([of_unit[ii], of_unit[jj]])
+    edges = np.unique(edges[edges[:, 0] != edges[:, 1]], axis=0)
+    parts = np.where(gw > cap_w, np.ceil(gw / cap_w), 0).astype(np.int64)
+    found = neighbourhood_bound(gw, parts, edges, mu)
+    if found.root < 0 or found.value <= settings.tolerance + 1e-12:
+        return found.value, ""
+    names = groups["group"].to_list()
+    tgt = float(np.median(mu))
+
+    def describe(x: int) -> str:
+        if parts[x]:
+            return f"{names[x]} ({gw[x] / tgt:.2f}, at most {parts[x]} territories)"
+        return f"{names[x]} ({gw[x] / tgt:.2f})"
+
+    around = ", ".join(describe(x) for x in found.neighbours) or "nothing"
+    text = (
+        f"No connected plan that keeps light {'metros' if settings.keep_metros_whole else 'units'} whole "
+        f"can reach ±{settings.tolerance:.0%}: "
+        f"{names[found.root]} weighs {gw[found.root] / tgt:.2f} of a target and borders only "
+        f"{around} (weights as shares of a target), so whatever connected set holds it, the territory "
+        f"deviates by at least {found.value:.1%} (the neighbourhood bound)."
+    )
+    return found.value, text
 
 
 def _why_off_target(
@@ -601,6 +678,7 @@ def _explain(
     w: np.ndarray,
     mu: np.ndarray,
     s: BalanceSettings,
+    neighbourhood: str = "",
 ) -> str:
     tol = s.tolerance
     heavy = int(np.argmax(w))
@@ -612,6 +690,15 @@ def _explain(
             f"forces an imbalance of at least {metrics['granularity_bound']:.1%}; split heavy units (finer H3 cells) "
             f"or use fewer territories."
         )
+    elif neighbourhood:
+        gap = metrics["neighbourhood_gap"]
+        where = (
+            f"{gap * 100:.1f} points above that bound."
+            if gap >= -1e-9
+            else f"below it, because it does not keep metros whole ({metrics['metros_split_beyond_bound']} "
+            f"metro(s) split beyond the bound)."
+        )
+        parts.append(f"{neighbourhood} This plan's imbalance is {metrics['imbalance']:.1%}, {where}")
     elif metrics["imbalance"] > tol + 1e-12:
         parts.append(
             f"imbalance {metrics['imbalance']:.1%} exceeds ±{tol:.0%} although the unit weights allow "

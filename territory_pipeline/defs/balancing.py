@@ -322,13 +322,15 @@ def territory_plan(
         severity=severity,
         description=(
             f"imbalance {imbalance:.2%}: tolerance {config.tolerance:.0%}, action threshold {ACTION_THRESHOLD:.0%}; "
-            f"granularity bound {float(metrics['granularity_bound']):.2%}"
+            f"granularity bound {float(metrics['granularity_bound']):.2%}, "
+            f"neighbourhood bound {float(metrics['neighbourhood_bound']):.2%}"
         ),
         metadata={
             "imbalance": imbalance,
             "tolerance": config.tolerance,
             "action_threshold": ACTION_THRESHOLD,
             "granularity_bound": float(metrics["granularity_bound"]),
+            "neighbourhood_bound": float(metrics["neighbourhood_bound"]),
             "worst_territories": dg.MetadataValue.md(markdown_table(worst.select("territory_id", "opportunity_score", "target_score", "deviation"))),
         },
     )
