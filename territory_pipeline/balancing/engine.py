@@ -349,17 +349,23 @@ def _best_rebalance(
     The search is greedy, so how much it moves depends on the path it takes;
     the weights are tried in a fixed order and the plan kept is the one with the
     least imbalance beyond the tolerance (in steps of 0.5%), then the least
-    opportunity moved away from its previous rep.  Returns (labels, rounds, moves).
+    opportunity moved away from its previous rep.  When every run ends beyond
+    the tolerance (a territory hemmed in by whole metros, where every single
+    move cuts a neighbour apart), two more runs re-split pairs of territories
+    and re-cut neighbourhoods (:func:`polish`, which weighs disruption too), from
+    the best plan so far and from the start.  Returns (labels, rounds, moves).
     """
     w, prev, tg = problem.weight, problem.previous, problem.targets
     runs = []
     factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
-    for i, factor in enumerate(factors):
-        labels, rounds, moves = improve(
-            problem,
-            start,
-            replace(params, disruption_weight=params.disruption_weight * factor),
-        )
+    variants = [(start, replace(params, disruption_weight=params.disruption_weight * f)) for f in factors]
+    i = 0
+    while i < len(variants):
+        begin, q = variants[i]
+        labels, rounds, moves = improve(problem, begin, q)
+        if q.pair_moves:
+            labels, recut = polish(problem, labels, q, seed=0)
+            moves += recut
         tw = np.bincount(labels, weights=w, minlength=problem.k)
         excess = max(0.0, float(np.max(np.abs(tw / tg - 1.0))) - params.tolerance)
         moved = float(w[(prev >= 0) & (prev != labels)].sum())
@@ -373,6 +379,13 @@ def _best_rebalance(
                 moves,
             )
         )
+        i += 1
+        if i == len(factors) and min(runs, key=lambda r: r[:3])[0] > 0:
+            # still beyond the tolerance: a single-move search can be stuck where a territory
+            # is surrounded by lumps; go on from the best plan re-splitting pairs of territories
+            held = min(runs, key=lambda r: r[:3])[3]
+            variants.append((held, replace(params, pair_moves=True)))
+            variants.append((start, replace(params, pair_moves=True)))
     best = min(runs, key=lambda r: r[:3])
     return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
 
