@@ -553,6 +553,33 @@ def test_polish_recuts_a_lumpy_neighbourhood_into_balance():
     assert np.array_equal(out, again)  # deterministic
 
 
+def test_polish_with_groups_recuts_around_a_heavy_metro_within_its_part_count():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, polish
+
+    problem = _grid_problem(8, 4, 4)
+    col = np.tile(np.arange(8), 4)
+    labels = np.select([col < 5, col == 5, col == 6], [0, 1, 2], 3)
+    # columns 0-2 are one heavy metro (1.5 targets) that may span two territories
+    group = np.where(col < 3, 0, -1)
+    problem = replace(problem, group=group, group_limit=np.array([2]))
+    # by default a territory holding heavy-metro atoms is left alone
+    out, recut = polish(problem, labels, SearchParams(), seed=0)
+    assert recut == 0 and np.array_equal(out, labels)
+    for minmax in (False, True):
+        out, recut = polish(problem, labels, SearchParams(), seed=0, minmax=minmax, with_groups=True)
+        tw = np.bincount(out, weights=problem.weight, minlength=4)
+        assert recut >= 1
+        assert np.abs(tw / problem.targets - 1).max() <= 0.05
+        assert _connected_labels(problem, out)
+        assert len(set(out[group == 0].tolist())) <= 2
+    # a limit of one keeps the metro whole: no cut of the region may split it
+    whole = replace(problem, group_limit=np.array([1]))
+    out, _ = polish(whole, labels, SearchParams(), seed=0, with_groups=True)
+    assert len(set(out[group == 0].tolist())) == 1
+
+
 def test_heavy_metro_atoms_only_join_territories_that_hold_their_metro():
     from dataclasses import replace
 

@@ -106,6 +106,11 @@ from .partition import (
 )
 
 
+# up to this many pieces to assign, the engine makes 8 starts instead of 4 and re-cuts the
+# neighbourhoods of territories left beyond the tolerance (a regional team: seconds either way)
+_THOROUGH_ATOMS = 5000
+
+
 def balance(
     units: pl.DataFrame,
     reps: pl.DataFrame,
@@ -220,6 +225,15 @@ def balance(
         fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
+    if previous is None and problem.n <= _THOROUGH_ATOMS:
+        # the searches minimise a sum, so a territory can end just beyond the tolerance while
+        # its neighbourhood could be re-cut within it: re-cut such neighbourhoods (heavy-metro
+        # cells included, three hops wide) when that lowers the excess over the tolerance.
+        # Regional sizes only: at national size it costs as much as the search and found nothing.
+        labels, recut = polish(
+            problem, labels, params, settings.seed, minmax=True, with_groups=True, hops=3, max_region=20
+        )
+        moves += recut
     unit_label = labels[atom_of]
     if split_info["heavy_groups_split"]:
         final, prov_final, final_edges, unit_label = _merge_pieces(
@@ -306,7 +320,10 @@ def _best_fresh_plan(
     )
     results = []
     rng = np.random.default_rng(settings.seed)
-    n_starts = max(1, settings.restarts)
+    if settings.restarts is not None:
+        n_starts = max(1, settings.restarts)
+    else:
+        n_starts = 8 if problem.n <= _THOROUGH_ATOMS else 4
     use_homes = bool(
         (~np.isnan(homes).any(axis=1)).any() or (problem.locked >= 0).any()
     )

@@ -19,7 +19,9 @@ class BalanceSettings:
         model, hours per quarter = providers × visits × (call + one-way travel
         from the rep base, great-circle miles × circuity / mph).
     restarts: number of starting partitions tried (alternating recursive
-        bisection and home-seeded growth); the best plan is kept.
+        bisection and home-seeded growth); the best plan is kept.  None: 8
+        when there are at most 5,000 pieces to assign (a regional team, seconds),
+        else 4 (national universes, where each start costs several seconds).
     max_iterations: cap on local-search rounds per start; time_limit_seconds:
         wall-clock cap (a safety net: when it cuts a run short, the plan is
         flagged ``timed_out`` and is no longer guaranteed reproducible).
@@ -44,7 +46,7 @@ class BalanceSettings:
     call_minutes: float = 30.0
     travel_mph: float = 45.0
     circuity: float = 1.25
-    restarts: int = 4
+    restarts: int | None = None
     max_iterations: int = 5000
     time_limit_seconds: float = 120.0
     split_heavy_units: bool = True
