@@ -643,6 +643,24 @@ def test_explanation_says_which_territories_are_blocked_and_why():
     assert text.count("no single move of a whole metro or unit") == 2
 
 
+def test_explanation_names_heavy_metros_that_cannot_reach_an_underfilled_territory():
+    # a line: light metro L (40), heavy metro H (4 x 25, two parts), a unit (10); three reps.
+    # R00 = {L} is 20% under; H already spans its two territories, so none of its units may join R00
+    inst = grid_instance(6, 1, 3, weight=np.array([[40.0, 25.0, 25.0, 25.0, 25.0, 10.0]]),
+                         cbsa={(0, 0): "L", (0, 1): "H", (0, 2): "H", (0, 3): "H", (0, 4): "H"})
+    units = inst["units"]
+    asg = pl.DataFrame({"unit_id": units["unit_id"], "rep_id": ["R00", "R01", "R01", "R02", "R02", "R02"]})
+    _, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
+    assert m["imbalance"] == pytest.approx(0.2)
+    text = m["explanation"]
+    assert (
+        "territory of R00 (-20.0%) holds whole metro L (0.80 of its target); no single move" in text
+    )
+    assert "it borders heavy metro(s) H (2.00 of a target, in 2 territories) already spread over their part count" in text
+    # the territory above target is not said to be hemmed in
+    assert text.count("already spread over their part count") == 1
+
+
 def test_explanation_names_a_move_the_search_did_not_make():
     inst = grid_instance(4, 1, 2)
     units = inst["units"]

@@ -447,7 +447,8 @@ def _why_off_target(
             out.append(
                 f"{label}; no single move of a whole metro or unit between it and a neighbouring "
                 f"territory would lower the larger deviation of the two (light metros stay whole, "
-                f"heavy-metro units stay with their metro's territories)."
+                f"heavy-metro units stay with their metro's territories)"
+                f"{_hemmed(t, crossing, holders, metro_w, mu, cap_w) if d < 0 else ''}."
             )
             continue
         candidates = sel[better][np.argsort(after[better], kind="stable")]
@@ -473,6 +474,42 @@ def _why_off_target(
                 f"deviation of the two: the search did not find that move."
             )
     return out
+
+
+def _hemmed(
+    t: int,
+    crossing: pl.DataFrame,
+    holders: pl.DataFrame,
+    metro_w: pl.DataFrame,
+    mu: np.ndarray,
+    cap_w: float,
+) -> str:
+    """Clause naming the neighbouring heavy metros that territory t cannot take cells from.
+
+    A heavy metro's units only join territories already holding it while it
+    spans its part count, ceil(weight / cap_w); t could take some only through
+    a chain in which one of those territories gives up its whole part.
+    """
+    near = (
+        crossing.filter(pl.col("heavy") & (pl.col("to") == t))
+        .select("cbsa_code")
+        .unique()
+        .join(holders.filter(pl.col("t") == t), on="cbsa_code", how="anti")
+        .join(holders.group_by("cbsa_code").agg(pl.len().alias("n")), on="cbsa_code")
+        .join(metro_w, on="cbsa_code")
+        .filter(pl.col("n") >= (pl.col("mw") / cap_w).ceil())
+        .sort("cbsa_code")
+    )
+    if near.is_empty():
+        return ""
+    names = [
+        f"{code} ({w / mu[t]:.2f} of a target, in {n} territories)"
+        for code, n, w in near.select("cbsa_code", "n", "mw").iter_rows()
+    ]
+    return (
+        f"; it borders heavy metro(s) {', '.join(names[:4])} already spread over their part count, "
+        f"so their cells can reach it only through a chain in which a holder gives up its whole part"
+    )
 
 
 def _stays_connected(graph, lab: np.ndarray, moving: np.ndarray, a: int) -> bool:
