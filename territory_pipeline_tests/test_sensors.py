@@ -41,10 +41,30 @@ def test_each_new_rep_event_launches_one_run_and_a_second_tick_does_nothing(even
     assert request.partition_key == current_quarter_key()
     assert request.run_config["ops"]["territory_plan"]["config"] == {"trigger": "rep_event", "event_id": "e1", "mode": "micro"}
     cursor = json.loads(result.cursor)
-    assert cursor == {"mtime_ns": 2_000, "name": "b.csv"}
+    # the mark is the latest arrival (status-change time: the files were just written)
+    assert set(cursor) == {"arrived_ns", "name"}
+    latest = max((p.stat().st_ctime_ns, p.name) for p in (events_dir / "reps").iterdir())
+    assert (cursor["arrived_ns"], cursor["name"]) == latest
     again = tick(rep_turnover_sensor, result.cursor)
     assert not again.run_requests
     assert "no new" in again.skip_reason.skip_message
+
+
+def test_a_file_moved_in_with_an_old_modification_time_still_launches_a_run(events_dir, tmp_path_factory):
+    write(events_dir / "reps" / "a.json", json.dumps({"event_id": "e1", "event_type": "rep_left", "rep_id": "REP07"}), 2_000_000_000)
+    first = tick(rep_turnover_sensor)
+    assert [r.run_key for r in first.run_requests] == ["rep-event-e1"]
+    # prepared elsewhere long ago, then moved into the folder (mv keeps the modification time)
+    outside = write(tmp_path_factory.mktemp("outbox") / "old.json",
+                    json.dumps({"event_id": "e0", "event_type": "rep_left", "rep_id": "REP03"}), 1_000)
+    outside.rename(events_dir / "reps" / "old.json")
+    assert (events_dir / "reps" / "old.json").stat().st_mtime_ns == 1_000
+    second = tick(rep_turnover_sensor, first.cursor)
+    assert [r.run_key for r in second.run_requests] == ["rep-event-e0"]
+    assert not tick(rep_turnover_sensor, second.cursor).run_requests
+    # a cursor from before arrival times were kept (a modification-time mark) still works
+    legacy = json.dumps({"mtime_ns": 0, "name": ""})
+    assert sorted(r.run_key for r in tick(rep_turnover_sensor, legacy).run_requests) == ["rep-event-e0", "rep-event-e1"]
 
 
 def test_a_malformed_file_never_blocks_later_events(events_dir):

@@ -57,15 +57,18 @@ def current_quarter_key(now: dt.datetime | None = None) -> str:
 def _event_sensor_tick(context: dg.SensorEvaluationContext, kind: str, op_trigger: str, run_prefix: str) -> dg.SensorResult:
     """One run per new event; malformed files are reported once and skipped.
 
-    The cursor is the high-water mark ``(mtime_ns, file name)`` of the files
-    already read, so it stays small however many events arrive.  Run keys are
-    per event, so a file seen again never launches a second run.  The sensor
-    reads only the events folder, never DuckDB.
+    The cursor is the high-water mark ``(arrived_ns, file name)`` of the files
+    already read (arrival: the later of modification and status-change time, so
+    a file moved in with an old modification time is still new), so it stays
+    small however many events arrive.  New files are read in the order of their
+    modification time.  Run keys are per event, so a file seen again never
+    launches a second run.  The sensor reads only the events folder, never DuckDB.
     """
     settings = Settings.from_env()
-    cursor = json.loads(context.cursor) if context.cursor else {"mtime_ns": 0, "name": ""}
-    mark = (int(cursor["mtime_ns"]), str(cursor["name"]))
-    new_files = [f for f in list_event_files(Path(settings.events_dir), kind) if f.cursor_key > mark]
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    # cursors written before arrival times were kept hold the modification-time mark
+    mark = (int(cursor.get("arrived_ns", cursor.get("mtime_ns", 0))), str(cursor.get("name", "")))
+    new_files = [f for f in list_event_files(Path(settings.events_dir), kind) if f.arrival_key > mark]
     if not new_files:
         return dg.SensorResult(skip_reason=f"no new {kind} event files in {settings.events_dir}/{kind}")
     partition = current_quarter_key()
@@ -87,8 +90,8 @@ def _event_sensor_tick(context: dg.SensorEvaluationContext, kind: str, op_trigge
                     tags={"trigger": op_trigger, "event_id": event.event_id, "event_type": event.event_type, "event_file": event_file.path.name},
                 )
             )
-    last = new_files[-1].cursor_key
-    new_cursor = json.dumps({"mtime_ns": last[0], "name": last[1]})
+    last = max(f.arrival_key for f in new_files)
+    new_cursor = json.dumps({"arrived_ns": last[0], "name": last[1]})
     if not requests:
         return dg.SensorResult(cursor=new_cursor, skip_reason=f"only malformed event files: {', '.join(skipped)}")
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -56,15 +56,28 @@ class Event:
 
 @dataclass(frozen=True)
 class EventFile:
-    """An event file seen in the folder: its stable identity and modification time."""
+    """An event file seen in the folder: its identity, modification time and arrival time.
+
+    ``arrived_ns`` is the later of the modification and status-change times: a
+    file moved or copied into the folder with its old modification time kept
+    (``mv``, ``cp -p``, an unzipped archive) still arrives now, because
+    renaming or creating it changes its status time.
+    """
 
     path: Path
     kind: str
     mtime_ns: int
+    arrived_ns: int = 0
 
     @property
     def cursor_key(self) -> tuple[int, str]:
+        """Order of the events' own time (modification, then name)."""
         return (self.mtime_ns, self.path.name)
+
+    @property
+    def arrival_key(self) -> tuple[int, str]:
+        """Order of arrival in the folder (the sensors' high-water mark)."""
+        return (max(self.arrived_ns, self.mtime_ns), self.path.name)
 
 
 def list_event_files(events_dir: Path, kind: str) -> list[EventFile]:
@@ -74,11 +87,11 @@ def list_event_files(events_dir: Path, kind: str) -> list[EventFile]:
     folder = Path(events_dir) / kind
     if not folder.is_dir():
         return []
-    found = [
-        EventFile(p, kind, p.stat().st_mtime_ns)
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in EVENT_SUFFIXES and not p.name.startswith(".")
-    ]
+    found = []
+    for p in folder.iterdir():
+        if p.is_file() and p.suffix.lower() in EVENT_SUFFIXES and not p.name.startswith("."):
+            st = p.stat()
+            found.append(EventFile(p, kind, st.st_mtime_ns, max(st.st_mtime_ns, st.st_ctime_ns)))
     return sorted(found, key=lambda f: f.cursor_key)
 
 
