@@ -135,6 +135,12 @@ def test_explanation_cites_the_neighbourhood_bound_when_geography_forbids_the_to
         "and borders only metro B (1.00)" in m["explanation"]
     )
     assert "0.0 points above that bound" in m["explanation"]
+    # the exact split {A, C} / {B} beats the bound only by breaking contiguity, and says so
+    units = inst["units"]
+    asg = pl.DataFrame({"unit_id": units["unit_id"], "rep_id": ["R00", "R01", "R00"]})
+    _, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
+    assert m["imbalance"] == pytest.approx(0.0)
+    assert "below it, because the plan does not follow those rules (1 territory(ies) not connected)" in m["explanation"]
 
 
 def test_least_move_counts_orphans_and_the_larger_of_over_and_under_shoot():

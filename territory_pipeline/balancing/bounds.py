@@ -235,7 +235,9 @@ def neighbourhood_bound(
     its neighbours (a relaxation).  A search that exceeds ``budget`` steps or
     ``max_depth`` groups counts as feasible, so the result stays a valid lower
     bound; it is tight where metros are lumps, which is where it matters.
-    Bounds below ``floor`` are not resolved (the result is then 0).
+    Groups whose greedy growth reaches the window at D = ``floor`` are not
+    searched, so a bound below ``floor`` is not resolved (the result is then at
+    most ``floor``, still a valid lower bound).
     """
     w = np.asarray(weights, dtype=float)
     parts = np.asarray(parts, dtype=np.int64)

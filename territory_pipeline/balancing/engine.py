@@ -106,9 +106,10 @@ from .partition import (
 )
 
 
-# up to this many pieces to assign, the engine makes 8 starts instead of 4 and re-cuts the
-# neighbourhoods of territories left beyond the tolerance (a regional team: seconds either way)
-_THOROUGH_ATOMS = 5000
+# up to this many pieces to assign (whole light metros, units, heavy-metro parts), the engine
+# makes 8 starts instead of 4 and re-cuts the neighbourhoods of territories left beyond the
+# tolerance (a regional team: seconds either way; at national size it found nothing)
+_THOROUGH_ATOMS = 2000
 
 
 def balance(
@@ -225,11 +226,10 @@ def balance(
         fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
-    if previous is None and problem.n <= _THOROUGH_ATOMS:
+    if previous is None and n_atoms <= _THOROUGH_ATOMS:
         # the searches minimise a sum, so a territory can end just beyond the tolerance while
         # its neighbourhood could be re-cut within it: re-cut such neighbourhoods (heavy-metro
         # cells included, three hops wide) when that lowers the excess over the tolerance.
-        # Regional sizes only: at national size it costs as much as the search and found nothing.
         labels, recut = polish(
             problem, labels, params, settings.seed, minmax=True, with_groups=True, hops=3, max_region=20
         )

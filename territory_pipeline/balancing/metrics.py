@@ -729,12 +729,18 @@ def _explain(
         )
     elif neighbourhood:
         gap = metrics["neighbourhood_gap"]
-        where = (
-            f"{gap * 100:.1f} points above that bound."
-            if gap >= -1e-9
-            else f"below it, because it does not keep metros whole ({metrics['metros_split_beyond_bound']} "
-            f"metro(s) split beyond the bound)."
-        )
+        if gap >= -1e-9:
+            where = f"{gap * 100:.1f} points above that bound."
+        else:
+            broken = []
+            if metrics["disconnected_territories"]:
+                broken.append(f"{metrics['disconnected_territories']} territory(ies) not connected")
+            if metrics["metros_split_beyond_bound"]:
+                broken.append(f"{metrics['metros_split_beyond_bound']} metro(s) split beyond the bound")
+            if not s.keep_metros_whole:
+                broken.append("metros not kept whole")
+            where = f"below it, because the plan does not follow those rules ({'; '.join(broken) or 'units split'})."
+
         parts.append(f"{neighbourhood} This plan's imbalance is {metrics['imbalance']:.1%}, {where}")
     elif metrics["imbalance"] > tol + 1e-12:
         parts.append(

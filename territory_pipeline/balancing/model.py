@@ -20,8 +20,9 @@ class BalanceSettings:
         from the rep base, great-circle miles × circuity / mph).
     restarts: number of starting partitions tried (alternating recursive
         bisection and home-seeded growth); the best plan is kept.  None: 8
-        when there are at most 5,000 pieces to assign (a regional team, seconds),
-        else 4 (national universes, where each start costs several seconds).
+        when there are at most 2,000 pieces to assign (whole light metros,
+        units, heavy-metro parts: a regional team, seconds), else 4 (national
+        universes, where each start costs several seconds).
     max_iterations: cap on local-search rounds per start; time_limit_seconds:
         wall-clock cap (a safety net: when it cuts a run short, the plan is
         flagged ``timed_out`` and is no longer guaranteed reproducible).
