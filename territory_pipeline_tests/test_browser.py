@@ -112,8 +112,12 @@ def test_map_renders_offline_in_chromium(browser, alignment, tmp_path):
         map_name = page.evaluate("document.querySelector('.folium-map').id")
         centre = f"[{provider['latitude']}, {provider['longitude']}]"
         set_view = f"{map_name}.setView({centre}, 16, {{animate: false}})"
-        zoom = page.evaluate(f"(() => {{ {set_view}; return {map_name}.getZoom(); }})()")
-        assert zoom == 16
+        # under load the page may still be settling its first view: set it until it holds
+        page.wait_for_function(
+            f"() => {{ if ({map_name}.getZoom() !== 16) {{ {set_view}; }} return {map_name}.getZoom() === 16; }}",
+            timeout=10_000,
+        )
+        assert page.evaluate(f"{map_name}.getZoom()") == 16
         box = page.locator("#" + map_name).bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         tooltip = page.locator(".leaflet-tooltip")
