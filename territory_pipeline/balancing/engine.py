@@ -374,11 +374,8 @@ def _best_rebalance(
     """
     w, prev, tg = problem.weight, problem.previous, problem.targets
     runs = []
-    factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
-    variants = [(start, replace(params, disruption_weight=params.disruption_weight * f)) for f in factors]
-    i = 0
-    while i < len(variants):
-        begin, q = variants[i]
+
+    def run(begin: np.ndarray, q: SearchParams) -> None:
         labels, rounds, moves = improve(problem, begin, q)
         if q.pair_moves:
             labels, recut = polish(problem, labels, q, seed=0)
@@ -386,23 +383,17 @@ def _best_rebalance(
         tw = np.bincount(labels, weights=w, minlength=problem.k)
         excess = max(0.0, float(np.max(np.abs(tw / tg - 1.0))) - params.tolerance)
         moved = float(w[(prev >= 0) & (prev != labels)].sum())
-        runs.append(
-            (
-                math.ceil(excess / 0.005 - 1e-9),
-                round(moved, 9),
-                i,
-                labels,
-                rounds,
-                moves,
-            )
-        )
-        i += 1
-        if i == len(factors) and min(runs, key=lambda r: r[:3])[0] > 0:
-            # still beyond the tolerance: a single-move search can be stuck where a territory
-            # is surrounded by lumps; go on from the best plan re-splitting pairs of territories
-            held = min(runs, key=lambda r: r[:3])[3]
-            variants.append((held, replace(params, pair_moves=True)))
-            variants.append((start, replace(params, pair_moves=True)))
+        runs.append((math.ceil(excess / 0.005 - 1e-9), round(moved, 9), len(runs), labels, rounds, moves))
+
+    factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
+    for factor in factors:
+        run(start, replace(params, disruption_weight=params.disruption_weight * factor))
+    held = min(runs, key=lambda r: r[:3])
+    if held[0] > 0:
+        # still beyond the tolerance: a single-move search can be stuck where a territory is
+        # surrounded by lumps; re-split pairs and re-cut neighbourhoods, from the best and the start
+        run(held[3], replace(params, pair_moves=True))
+        run(start, replace(params, pair_moves=True))
     best = min(runs, key=lambda r: r[:3])
     return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
 

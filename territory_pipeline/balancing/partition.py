@@ -878,8 +878,11 @@ def polish(
     are cut afresh into the same territories ``tries`` times (recursive
     bisection, the first straight, the others with seeded random turns, each
     improved by :func:`improve`); the best cut replaces the old one when the
-    whole objective drops (with ``minmax``: when the region's largest deviation
-    drops, whatever the other terms do).  Regions are matched back to the
+    whole objective drops (with ``minmax``: when the region's largest excess
+    over the tolerance drops, or stays and the objective drops).  With
+    ``with_groups``, territories holding heavy-metro atoms are re-cut too, and a
+    cut is kept only if each heavy metro spans at most its part count.  Regions
+    are matched back to the
     territories that overlap them most (among equal targets).  Returns (labels,
     regions re-cut).
     """
@@ -925,13 +928,7 @@ def polish(
                 outside = (state.gcount > 0).copy()
                 outside[:, region] = False
                 limits = problem.group_limit - outside.sum(axis=1)
-            def score() -> tuple[float, float]:
-                if not minmax:
-                    return (0.0, state.total())
-                worst = float(np.max(np.abs(state.tw[region] / problem.targets[region] - 1.0)))
-                return (round(max(0.0, worst - q.tolerance), 9), state.total())
-
-            before = score()
+            before = _region_score(state, region, minmax)
             old = labels[atoms].copy()
             best = None
             for i in range(tries):
@@ -952,7 +949,7 @@ def polish(
                     if (spans > limits).any():
                         continue
                 _relabel(state, atoms, region[lab])
-                after = score()
+                after = _region_score(state, region, minmax)
                 if _lower(after, before) and (best is None or _lower(after, best[0])):
                     best = (after, region[lab].copy())
                 _relabel(state, atoms, old)
@@ -968,6 +965,14 @@ def polish(
             break
         state.refresh()
     return labels, recut
+
+
+def _region_score(state: _State, region: np.ndarray, minmax: bool) -> tuple[float, float]:
+    """(the region's largest deviation beyond the tolerance when ``minmax``, else 0; the objective)."""
+    if not minmax:
+        return (0.0, state.total())
+    worst = float(np.max(np.abs(state.tw[region] / state.p.targets[region] - 1.0)))
+    return (round(max(0.0, worst - state.params.tolerance), 9), state.total())
 
 
 def _lower(x: tuple[float, float], y: tuple[float, float]) -> bool:
