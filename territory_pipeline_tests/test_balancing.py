@@ -602,6 +602,47 @@ def test_heavy_metro_atoms_only_join_territories_that_hold_their_metro():
     assert _connected_labels(problem, held)
 
 
+def test_handover_frees_a_heavy_metro_place_for_a_hemmed_in_territory():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, handover, improve
+
+    # a line: light metro (0.7) | heavy metro of 13 cells (1.3, at most two territories) | light metro (1.0)
+    weight = np.array([0.7] + [0.1] * 13 + [1.0])
+    problem = _grid_problem(15, 1, 3, weight=weight)
+    group = np.array([-1] + [0] * 13 + [-1])
+    problem = replace(problem, group=group, group_limit=np.array([2]))
+    # territory 0 holds only the light metro; the heavy metro already spans territories 1 and 2
+    labels = np.array([0] + [1] * 10 + [2] * 4)
+    stuck, _, _ = improve(problem, labels, SearchParams())
+    tw = np.bincount(stuck, weights=weight, minlength=3)
+    assert tw[0] == pytest.approx(0.7)  # cell by cell, territory 0 can never join the metro
+    out, kept = handover(problem, stuck, SearchParams())
+    tw = np.bincount(out, weights=weight, minlength=3)
+    assert kept >= 1
+    assert np.abs(tw / problem.targets - 1).max() <= 0.05
+    assert len(set(out[group == 0].tolist())) <= 2  # still the fewest parts
+    assert out[0] == 0 and out[14] != out[0]  # the light metros stay whole
+    assert _connected_labels(problem, out)
+    again, _ = handover(problem, stuck, SearchParams())
+    assert np.array_equal(out, again)  # deterministic
+
+
+def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, handover
+
+    # territory 1 holds nothing but the heavy metro (kept whole): taking it would leave 1 empty
+    weight = np.array([0.7] + [0.1] * 13 + [1.0])
+    problem = _grid_problem(15, 1, 3, weight=weight)
+    group = np.array([-1] + [0] * 13 + [-1])
+    problem = replace(problem, group=group, group_limit=np.array([1]))
+    labels = np.array([0] + [1] * 13 + [2])
+    out, kept = handover(problem, labels, SearchParams())
+    assert kept == 0 and np.array_equal(out, labels)
+
+
 def test_heavy_metro_may_take_a_new_territory_up_to_its_part_count():
     from dataclasses import replace
 

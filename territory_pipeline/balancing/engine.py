@@ -100,6 +100,7 @@ from .partition import (
     bisect,
     choose_seeds,
     grow,
+    handover,
     improve,
     polish,
     stays_connected,
@@ -225,6 +226,8 @@ def balance(
         group[fine_of] = fine_groups
         fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
+        labels, m3 = handover(fine, labels, params)
+        m2 += m3
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
     if previous is None and n_atoms <= _THOROUGH_ATOMS:
         # the searches minimise a sum, so a territory can end just beyond the tolerance while

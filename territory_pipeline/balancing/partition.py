@@ -967,6 +967,138 @@ def polish(
     return labels, recut
 
 
+def handover(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    params: SearchParams,
+    hops: int = 2,
+    max_region: int = 20,
+    max_starts: int = 24,
+) -> tuple[np.ndarray, int]:
+    """Let a territory hemmed in by heavy metros take a holder's whole piece of one.
+
+    A heavy metro already spread over its part count cannot reach a new
+    territory cell by cell.  For each territory t under its target beyond the
+    tolerance (most under first) that borders such a metro, and each holder h
+    of it whose other atoms stay connected without it: h's whole piece goes to
+    t when it borders t (t becomes a holder), else to another holder bordering
+    the piece while t takes one bordering cell (either way the metro keeps its
+    number of territories).  Then the neighbourhood (``hops`` around t, h and
+    the receiver included) is improved with the metro cells free to move
+    between their holders.  The hand-over is kept when the neighbourhood's
+    largest excess over the tolerance drops (or stays and the objective drops).
+    Territories with locked atoms take no part.  Returns (labels, hand-overs
+    kept).
+    """
+    labels = labels.copy()
+    n, k = problem.n, problem.k
+    if k <= 1 or not len(problem.group) or not len(problem.group_limit):
+        return labels, 0
+    group = problem.group
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)]
+    state = _State(problem, labels, params)
+    sub_params = replace(params, max_rounds=200, pair_moves=False)
+    stiff = np.bincount(labels[problem.locked >= 0], minlength=k) > 0
+    kept = 0
+    for _ in range(3):
+        changed = 0
+        tadj = _territory_graph(labels, src, dst, k)
+        dev = state.tw / problem.targets - 1.0
+        for t in np.argsort(dev, kind="stable")[:max_starts].tolist():
+            if time.perf_counter() > params.deadline:
+                return labels, kept
+            if state.tw[t] / problem.targets[t] - 1.0 >= -params.tolerance:
+                break
+            if stiff[t]:
+                continue
+            mine = np.nonzero(labels == t)[0]
+            touching = sorted(
+                {
+                    int(group[v])
+                    for u in mine.tolist()
+                    for v in nbrs[u]
+                    if labels[v] != t and group[v] >= 0 and state.gcount[group[v], t] == 0
+                }
+            )
+            for g, h, to in _handovers(t, touching, labels, group, state, nbrs, mine):
+                if stiff[h] or stiff[to]:
+                    continue
+                region = _region(t, tadj, stiff, hops, max_region)
+                extra = [x for x in dict.fromkeys((h, to)) if x not in region]
+                region = np.concatenate([region, np.array(extra, dtype=np.int64)])
+                atoms = np.nonzero(np.isin(labels, region))[0]
+                sub, local = _subproblem(problem, atoms, region)
+                outside = state.gcount > 0
+                outside[:, region] = False
+                sub = replace(
+                    sub,
+                    group=group[atoms],
+                    group_limit=problem.group_limit - outside.sum(axis=1),
+                )
+                before = _region_score(state, region, True)
+                old = labels[atoms].copy()
+                trial = labels.copy()
+                trial[(labels == h) & (group == g)] = to
+                if to != t:
+                    # t joins the metro at once (one bordering cell), so h cannot take the free place back
+                    for v in sorted({v for x in mine.tolist() for v in nbrs[x] if group[v] == g}):
+                        owner = int(trial[v])
+                        if state.count[owner] > 1 and stays_connected(v, owner, trial, nbrs):
+                            trial[v] = t
+                            break
+                start = local[trial[atoms]]
+                lab, _, _ = improve(sub, start, sub_params)
+                _relabel(state, atoms, region[lab])
+                if _lower(_region_score(state, region, True), before):
+                    changed += 1
+                    tadj = _territory_graph(labels, src, dst, k)
+                    break
+                _relabel(state, atoms, old)
+        kept += changed
+        if changed == 0:
+            break
+        state.refresh()
+    return labels, kept
+
+
+def _handovers(
+    t: int,
+    touching: list[int],
+    labels: np.ndarray,
+    group: np.ndarray,
+    state: _State,
+    nbrs: list[list[int]],
+    mine: np.ndarray,
+) -> list[tuple[int, int, int]]:
+    """(metro, holder, receiver) hand-overs worth trying for territory t.
+
+    The holder must keep a connected rest.  Its piece goes to t when it
+    borders t (t becomes a holder), else to another holder bordering the piece
+    (the metro then spans one territory fewer, so t can take cells of it).
+    """
+    mine_set = set(mine.tolist())
+    out = []
+    for g in touching:
+        for h in np.nonzero(state.gcount[g] > 0)[0].tolist():
+            piece = np.nonzero((labels == h) & (group == g))[0]
+            rest = np.nonzero((labels == h) & (group != g))[0]
+            if not len(rest) or not _connected(rest.tolist(), nbrs):
+                continue
+            near = sorted({int(labels[v]) for u in piece.tolist() for v in nbrs[u]} - {h})
+            if t in near and _connected(list(mine_set) + piece.tolist(), nbrs):
+                out.append((g, h, t))
+                continue
+            for h1 in near:
+                if state.gcount[g, h1] > 0 and _connected(
+                    np.nonzero(labels == h1)[0].tolist() + piece.tolist(), nbrs
+                ):
+                    out.append((g, h, h1))
+                    break
+    return out
+
+
 def _region_score(state: _State, region: np.ndarray, minmax: bool) -> tuple[float, float]:
     """(the region's largest deviation beyond the tolerance when ``minmax``, else 0; the objective)."""
     if not minmax:
