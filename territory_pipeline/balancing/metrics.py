@@ -487,8 +487,10 @@ def _hemmed(
     """Clause naming the neighbouring heavy metros that territory t cannot take cells from.
 
     A heavy metro's units only join territories already holding it while it
-    spans its part count, ceil(weight / cap_w); t could take some only through
-    a chain in which one of those territories gives up its whole part.
+    spans its part count, ceil(weight / cap_w); t could take some only when
+    one of those territories gives up its whole part.  The engine tries that
+    hand-over (:func:`.partition.handover`) where the holder keeps other
+    units to stay a territory; a holder with nothing but its part cannot.
     """
     near = (
         crossing.filter(pl.col("heavy") & (pl.col("to") == t))
@@ -508,7 +510,8 @@ def _hemmed(
     ]
     return (
         f"; it borders heavy metro(s) {', '.join(names[:4])} already spread over their part count, "
-        f"so their cells can reach it only through a chain in which a holder gives up its whole part"
+        f"so their cells can reach it only if a holder gives up its whole part; handing such a part "
+        f"over (where the holder keeps other units) did not lower the neighbourhood's worst deviation"
     )
 
 
