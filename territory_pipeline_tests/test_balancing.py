@@ -643,6 +643,43 @@ def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
     assert kept == 0 and np.array_equal(out, labels)
 
 
+def test_handover_keeps_territories_connected_metros_within_limits_and_locks():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, bisect, handover, improve
+
+    params = SearchParams()
+    col, row = np.tile(np.arange(8), 6), np.repeat(np.arange(6), 8)
+    kept_total = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        k = int(rng.integers(4, 7))
+        # two heavy metros (twice as dense): blobs of cells held at their current part count
+        group = np.full(48, -1)
+        for g in range(2):
+            cx, cy = rng.integers(0, 8), rng.integers(0, 6)
+            group[(np.abs(col - cx) + np.abs(row - cy) <= 3) & (group < 0)] = g
+        weight = rng.gamma(0.6, 1.0, size=48) + 0.05
+        problem = _grid_problem(8, 6, k, weight=np.where(group >= 0, 2 * weight, weight))
+        labels = bisect(problem, np.arange(k))
+        limit = np.array([len(set(labels[group == g].tolist())) for g in range(2)])
+        locked = np.where(rng.random(48) < 0.05, labels, -1)
+        problem = replace(problem, group=group, group_limit=limit, locked=locked)
+        labels, _, _ = improve(problem, labels, params)
+        out, kept = handover(problem, labels, params)
+        kept_total += kept
+        assert _connected_labels(problem, out)
+        assert (np.bincount(out, minlength=k) > 0).all()
+        for g in range(2):
+            assert len(set(out[group == g].tolist())) <= limit[g]
+        assert np.array_equal(out[locked >= 0], locked[locked >= 0])
+        before = np.bincount(labels, weights=problem.weight, minlength=k) / problem.targets - 1
+        after = np.bincount(out, weights=problem.weight, minlength=k) / problem.targets - 1
+        # the worst excess over the tolerance never grows
+        assert max(0.0, np.abs(after).max() - params.tolerance) <= max(0.0, np.abs(before).max() - params.tolerance) + 1e-9
+    assert kept_total >= 2  # the hand-over happened on some instances, not only the refusals
+
+
 def test_heavy_metro_may_take_a_new_territory_up_to_its_part_count():
     from dataclasses import replace
 
