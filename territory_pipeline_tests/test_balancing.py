@@ -643,10 +643,10 @@ def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
     assert kept == 0 and np.array_equal(out, labels)
 
 
-def test_handover_keeps_territories_connected_metros_within_limits_and_locks():
+def test_handover_and_relocate_keep_territories_connected_metros_within_limits_and_locks():
     from dataclasses import replace
 
-    from territory_pipeline.balancing.partition import SearchParams, bisect, handover, improve
+    from territory_pipeline.balancing.partition import SearchParams, bisect, handover, improve, relocate
 
     params = SearchParams()
     col, row = np.tile(np.arange(8), 6), np.repeat(np.arange(6), 8)
@@ -668,16 +668,53 @@ def test_handover_keeps_territories_connected_metros_within_limits_and_locks():
         labels, _, _ = improve(problem, labels, params)
         out, kept = handover(problem, labels, params)
         kept_total += kept
-        assert _connected_labels(problem, out)
-        assert (np.bincount(out, minlength=k) > 0).all()
-        for g in range(2):
-            assert len(set(out[group == g].tolist())) <= limit[g]
-        assert np.array_equal(out[locked >= 0], locked[locked >= 0])
+        moved, _ = relocate(problem, out, params)
         before = np.bincount(labels, weights=problem.weight, minlength=k) / problem.targets - 1
-        after = np.bincount(out, weights=problem.weight, minlength=k) / problem.targets - 1
-        # the worst excess over the tolerance never grows
-        assert max(0.0, np.abs(after).max() - params.tolerance) <= max(0.0, np.abs(before).max() - params.tolerance) + 1e-9
+        for plan in (out, moved):
+            assert _connected_labels(problem, plan)
+            assert (np.bincount(plan, minlength=k) > 0).all()
+            for g in range(2):
+                assert len(set(plan[group == g].tolist())) <= limit[g]
+            assert np.array_equal(plan[locked >= 0], locked[locked >= 0])
+            after = np.bincount(plan, weights=problem.weight, minlength=k) / problem.targets - 1
+            # the worst excess over the tolerance never grows
+            assert max(0.0, np.abs(after).max() - params.tolerance) <= max(0.0, np.abs(before).max() - params.tolerance) + 1e-9
     assert kept_total >= 2  # the hand-over happened on some instances, not only the refusals
+
+
+def test_relocate_moves_a_territory_out_of_a_cluster_of_heavy_metros_that_holds_one_too_many():
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import SearchParams, handover, improve, relocate
+
+    # a line: two heavy metros of 1.5 targets (each in at most two territories), then 3 targets of light units
+    weight = np.full(24, 0.25)
+    problem = _grid_problem(24, 1, 6, weight=weight)
+    group = np.array([0] * 6 + [1] * 6 + [-1] * 12)
+    problem = replace(problem, group=group, group_limit=np.array([2, 2]))
+    # four territories share the metros (3 targets), two the light units (3 targets)
+    labels = np.repeat(np.arange(6), [3, 3, 3, 3, 6, 6])
+    stuck, _, _ = improve(problem, labels, SearchParams())
+    assert np.abs(np.bincount(stuck, weights=weight, minlength=6) - 1).max() >= 0.25
+    same, kept = handover(problem, stuck, SearchParams())
+    assert kept == 0  # no hand-over helps: the cluster holds a territory too many
+    out, moved = relocate(problem, stuck, SearchParams())
+    assert moved == 1
+    assert np.allclose(np.bincount(out, weights=weight, minlength=6), 1.0)
+    assert _connected_labels(problem, out)
+    assert all(len(set(out[group == g].tolist())) <= 2 for g in (0, 1))
+    again, _ = relocate(problem, stuck, SearchParams())
+    assert np.array_equal(out, again)
+
+
+def test_relocate_leaves_a_neighbourhood_without_a_territory_too_many_alone():
+    from territory_pipeline.balancing.partition import SearchParams, relocate
+
+    # one territory 20% short, its neighbours within the tolerance: nothing to give up
+    problem = _grid_problem(10, 1, 5, weight=np.array([0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.0]))
+    labels = np.repeat(np.arange(5), 2)
+    out, moved = relocate(problem, labels, SearchParams())
+    assert moved == 0 and np.array_equal(out, labels)
 
 
 def test_heavy_metro_may_take_a_new_territory_up_to_its_part_count():

@@ -40,6 +40,13 @@ Algorithm
    becomes an atom that may move between the territories holding its metro, or
    to a new territory while the metro spans fewer than its p parts, so the
    parts' sizes adapt to the lumps around them and the metro spans at most p.
+   A territory left short among heavy metros already at p is handed a holder's
+   whole part (:func:`.partition.handover`); a neighbourhood holding a
+   territory more than its weight needs gives one up to the neighbourhood with
+   the most weight to spare (:func:`.partition.relocate`, reps then re-matched
+   by home); national plans re-cut each territory still beyond the tolerance
+   with its direct neighbours, regional ones (up to 2,000 pieces) its
+   neighbourhood three hops wide, heavy-metro cells included.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance), secondary penalties for
@@ -103,6 +110,7 @@ from .partition import (
     handover,
     improve,
     polish,
+    relocate,
     stays_connected,
 )
 
@@ -229,6 +237,20 @@ def balance(
         labels, m3 = handover(fine, labels, params)
         m2 += m3
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
+    if previous is None:
+        # a cluster of heavy metros can hold a territory more than its weight needs: move one
+        # to where the weight is, then re-match reps to regions by home
+        labels, relocated = relocate(problem, labels, params)
+        if relocated:
+            labels = _match_reps(problem, labels, homes)
+        moves += relocated
+    if previous is None and n_atoms > _THOROUGH_ATOMS:
+        # national plans: re-cut each territory still beyond the tolerance with its direct
+        # neighbours (those without heavy-metro units), 16 seeded cuts each
+        labels, recut = polish(
+            problem, labels, params, settings.seed, minmax=True, tries=16, hops=1, max_region=6, max_starts=8
+        )
+        moves += recut
     if previous is None and n_atoms <= _THOROUGH_ATOMS:
         # the searches minimise a sum, so a territory can end just beyond the tolerance while
         # its neighbourhood could be re-cut within it: re-cut such neighbourhoods (heavy-metro

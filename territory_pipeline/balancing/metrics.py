@@ -489,8 +489,9 @@ def _hemmed(
     A heavy metro's units only join territories already holding it while it
     spans its part count, ceil(weight / cap_w); t could take some only when
     one of those territories gives up its whole part.  The engine tries that
-    hand-over (:func:`.partition.handover`) where the holder keeps other
-    units to stay a territory; a holder with nothing but its part cannot.
+    hand-over (:func:`.partition.handover`) for new plans where the holder
+    keeps other units to stay a territory; a holder with nothing but its part
+    cannot.
     """
     near = (
         crossing.filter(pl.col("heavy") & (pl.col("to") == t))
@@ -510,8 +511,8 @@ def _hemmed(
     ]
     return (
         f"; it borders heavy metro(s) {', '.join(names[:4])} already spread over their part count, "
-        f"so their cells can reach it only if a holder gives up its whole part; handing such a part "
-        f"over (where the holder keeps other units) did not lower the neighbourhood's worst deviation"
+        f"so their cells can reach it only if a holder gives up its whole part (new plans try such "
+        f"hand-overs where the holder keeps other units to stay a territory)"
     )
 
 

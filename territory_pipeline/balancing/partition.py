@@ -978,14 +978,17 @@ def handover(
     """Let a territory hemmed in by heavy metros take a holder's whole piece of one.
 
     A heavy metro already spread over its part count cannot reach a new
-    territory cell by cell.  For each territory t under its target beyond the
-    tolerance (most under first) that borders such a metro, and each holder h
-    of it whose other atoms stay connected without it: h's whole piece goes to
-    t when it borders t (t becomes a holder), else to another holder bordering
-    the piece while t takes one bordering cell (either way the metro keeps its
-    number of territories).  Then the neighbourhood (``hops`` around t, h and
-    the receiver included) is improved with the metro cells free to move
-    between their holders.  The hand-over is kept when the neighbourhood's
+    territory cell by cell.  For each of the ``max_starts`` territories most
+    under their target beyond the tolerance, t, each heavy metro t borders but
+    does not hold, and each holder h of it whose other atoms stay connected
+    without it: h's whole piece goes to t when t borders it (and t with the
+    piece is connected); otherwise it goes to another holder bordering the
+    piece while t takes one bordering cell from a territory of the
+    neighbourhood (without such a cell, nothing is tried).  Either way the
+    metro keeps its number of territories.  Then the neighbourhood (``hops``
+    around t, h and the receiver included) is improved with the metro cells
+    free to move between holders (and to a new territory while a metro spans
+    fewer than its limit).  The hand-over is kept when the neighbourhood's
     largest excess over the tolerance drops (or stays and the objective drops).
     Territories with locked atoms take no part.  Returns (labels, hand-overs
     kept).
@@ -1022,9 +1025,7 @@ def handover(
                     if labels[v] != t and group[v] >= 0 and state.gcount[group[v], t] == 0
                 }
             )
-            for g, h, to in _handovers(t, touching, labels, group, state, nbrs, mine):
-                if stiff[h] or stiff[to]:
-                    continue
+            for g, h, to in _handovers(t, touching, labels, group, state, nbrs, mine, stiff):
                 region = _region(t, tadj, stiff, hops, max_region)
                 extra = [x for x in dict.fromkeys((h, to)) if x not in region]
                 region = np.concatenate([region, np.array(extra, dtype=np.int64)])
@@ -1042,12 +1043,21 @@ def handover(
                 trial = labels.copy()
                 trial[(labels == h) & (group == g)] = to
                 if to != t:
-                    # t joins the metro at once (one bordering cell), so h cannot take the free place back
+                    # t joins the metro at once (one bordering cell of a territory in the region),
+                    # so h cannot take the free place back; without such a cell, no hand-over
+                    joined = False
                     for v in sorted({v for x in mine.tolist() for v in nbrs[x] if group[v] == g}):
                         owner = int(trial[v])
-                        if state.count[owner] > 1 and stays_connected(v, owner, trial, nbrs):
+                        if (
+                            owner in region
+                            and state.count[owner] > 1
+                            and stays_connected(v, owner, trial, nbrs)
+                        ):
                             trial[v] = t
+                            joined = True
                             break
+                    if not joined:
+                        continue
                 start = local[trial[atoms]]
                 lab, _, _ = improve(sub, start, sub_params)
                 _relabel(state, atoms, region[lab])
@@ -1071,6 +1081,7 @@ def _handovers(
     state: _State,
     nbrs: list[list[int]],
     mine: np.ndarray,
+    stiff: np.ndarray,
 ) -> list[tuple[int, int, int]]:
     """(metro, holder, receiver) hand-overs worth trying for territory t.
 
@@ -1084,19 +1095,209 @@ def _handovers(
         for h in np.nonzero(state.gcount[g] > 0)[0].tolist():
             piece = np.nonzero((labels == h) & (group == g))[0]
             rest = np.nonzero((labels == h) & (group != g))[0]
-            if not len(rest) or not _connected(rest.tolist(), nbrs):
+            if stiff[h] or not len(rest) or not _connected(rest.tolist(), nbrs):
                 continue
             near = sorted({int(labels[v]) for u in piece.tolist() for v in nbrs[u]} - {h})
             if t in near and _connected(list(mine_set) + piece.tolist(), nbrs):
                 out.append((g, h, t))
                 continue
             for h1 in near:
-                if state.gcount[g, h1] > 0 and _connected(
+                if not stiff[h1] and state.gcount[g, h1] > 0 and _connected(
                     np.nonzero(labels == h1)[0].tolist() + piece.tolist(), nbrs
                 ):
                     out.append((g, h, h1))
                     break
     return out
+
+
+def relocate(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    params: SearchParams,
+    hops: int = 3,
+    max_region: int = 40,
+    max_starts: int = 8,
+    max_over: int = 3,
+) -> tuple[np.ndarray, int]:
+    """Move a territory from a neighbourhood that has one too many to one with weight to spare.
+
+    Exchanges between neighbours keep the number of territories in every
+    neighbourhood, so a cluster of heavy metros cut into their part counts can
+    hold more territories than its weight needs (each short of its target).
+    For each territory t under its target beyond the tolerance (most under
+    first, without locked atoms): t's atoms join the neighbouring territories
+    they border (heavy-metro atoms only holders of their metro, or a new holder
+    while the metro spans fewer than its limit), and t is re-created by cutting
+    in two, along its long axis, the most over territory of one of the
+    ``max_over`` neighbourhoods (``hops`` around a territory) with the most
+    weight to spare; both neighbourhoods are then improved together.  Kept when
+    their largest excess over the tolerance drops (or stays and the objective
+    drops).  Returns (labels, relocations kept).
+    """
+    labels = labels.copy()
+    n, k = problem.n, problem.k
+    if k < 3 or n < k + 1:
+        return labels, 0
+    group = problem.group if len(problem.group) else np.full(n, -1, dtype=np.int64)
+    limit = problem.group_limit
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)]
+    state = _State(problem, labels, params)
+    sub_params = replace(params, max_rounds=200, pair_moves=False)
+    stiff = np.bincount(labels[problem.locked >= 0], minlength=k) > 0
+    tol = params.tolerance
+    kept = 0
+    for _ in range(3):
+        changed = 0
+        tadj = _territory_graph(labels, src, dst, k)
+        dev = state.tw / problem.targets - 1.0
+        for t in np.argsort(dev, kind="stable")[:max_starts].tolist():
+            if time.perf_counter() > params.deadline:
+                return labels, kept
+            dev = state.tw / problem.targets - 1.0
+            if dev[t] >= -tol:
+                break
+            if stiff[t]:
+                continue
+            near = _region(t, tadj, stiff, hops, max_region)
+            if float((state.tw[near] - problem.targets[near]).sum()) > -0.5 * problem.targets[t]:
+                continue  # the neighbourhood does not hold a territory too many
+            emptied = labels.copy()
+            if not _dissolve(t, emptied, nbrs, group, limit, state.tw / problem.targets):
+                continue
+            regions = {
+                o: _region(o, tadj, stiff, hops, max_region)
+                for o in range(k)
+                if dev[o] > 0 and not stiff[o] and o not in near
+            }
+            surplus = {o: float((state.tw[r] - problem.targets[r]).sum()) for o, r in regions.items()}
+            for o in sorted(surplus, key=lambda o: (-surplus[o], o))[:max_over]:
+                if surplus[o] < 0.5 * problem.targets[t]:
+                    break  # no neighbourhood has weight to spare for a territory
+                trial = emptied.copy()
+                members = [x for x in regions[o].tolist() if x not in near and not stiff[x]]
+                cut = next(
+                    (
+                        x
+                        for x in sorted(members, key=lambda x: (-dev[x], x))
+                        if _halve(x, t, trial, problem, nbrs, group, limit)
+                    ),
+                    None,
+                )
+                if cut is None:
+                    continue
+                region = np.unique(np.concatenate([near, regions[o]]))
+                atoms = np.nonzero(np.isin(labels, region))[0]
+                sub, local = _subproblem(problem, atoms, region)
+                if len(problem.group):
+                    outside = state.gcount > 0
+                    outside[:, region] = False
+                    sub = replace(
+                        sub, group=group[atoms], group_limit=limit - outside.sum(axis=1)
+                    )
+                before = _region_score(state, region, True)
+                old = labels[atoms].copy()
+                lab, _, _ = improve(sub, local[trial[atoms]], sub_params)
+                _relabel(state, atoms, region[lab])
+                if _lower(_region_score(state, region, True), before):
+                    changed += 1
+                    tadj = _territory_graph(labels, src, dst, k)
+                    break
+                _relabel(state, atoms, old)
+        kept += changed
+        if changed == 0:
+            break
+        state.refresh()
+    return labels, kept
+
+
+def _dissolve(
+    t: int,
+    labels: np.ndarray,
+    nbrs: list[list[int]],
+    group: np.ndarray,
+    limit: np.ndarray,
+    load: np.ndarray,
+) -> bool:
+    """Give every atom of territory t to a territory it borders (the least loaded), in place.
+
+    A heavy-metro atom joins a holder of its metro, or another territory while
+    the metro (without t) spans fewer than its limit.  Each atom joins a
+    territory it touches, so all stay connected.  False when some atom has no
+    such neighbour (``labels`` is then partly changed: pass a copy).
+    """
+    left = np.nonzero(labels == t)[0].tolist()
+    holders: dict[int, set[int]] = {}
+
+    def spans(g: int) -> set[int]:
+        if g not in holders:
+            holders[g] = set(np.unique(labels[group == g]).tolist()) - {t}
+        return holders[g]
+
+    while left:
+        rest = []
+        for u in left:
+            g = int(group[u])
+            options = sorted({int(labels[v]) for v in nbrs[u]} - {t})
+            if g >= 0 and len(limit):
+                options = [b for b in options if b in spans(g) or len(spans(g)) < limit[g]]
+            if not options:
+                rest.append(u)
+                continue
+            b = min(options, key=lambda x: (load[x], x))
+            labels[u] = b
+            if g >= 0:
+                spans(g).add(b)
+        if len(rest) == len(left):
+            return False
+        left = rest
+    return True
+
+
+def _halve(
+    o: int,
+    t: int,
+    labels: np.ndarray,
+    problem: PartitionProblem,
+    nbrs: list[list[int]],
+    group: np.ndarray,
+    limit: np.ndarray,
+) -> bool:
+    """Cut territory o in two along its long axis; the first half (by weight) becomes t, in place.
+
+    Both halves must be connected and no heavy metro may then span more than
+    its limit; tries both ends of the axis.  False when neither cut works.
+    """
+    atoms = np.nonzero(labels == o)[0]
+    if len(atoms) < 2:
+        return False
+    w, xy = problem.weight[atoms], problem.xy[atoms]
+    centred = xy - xy.mean(axis=0)
+    _, vecs = np.linalg.eigh((centred * (w[:, None] + 1e-9)).T @ centred)
+    axis = vecs[:, -1]
+    half = w.sum() / 2
+    for direction in (axis, -axis):
+        order = _sweep_order(atoms, problem.xy, nbrs, direction)
+        acc, cut = 0.0, 0
+        for cut, u in enumerate(order, start=1):
+            acc += problem.weight[u]
+            if acc >= half:
+                break
+        cut = min(cut, len(order) - 1)
+        first, rest = order[:cut], order[cut:]
+        if not rest or not _connected(rest, nbrs):
+            continue
+        trial = labels.copy()
+        trial[first] = t
+        groups = np.unique(group[first][group[first] >= 0])
+        if len(limit) and any(
+            len(np.unique(trial[group == g])) > limit[g] for g in groups.tolist()
+        ):
+            continue
+        labels[first] = t
+        return True
+    return False
 
 
 def _region_score(state: _State, region: np.ndarray, minmax: bool) -> tuple[float, float]:
