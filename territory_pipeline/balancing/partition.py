@@ -1029,17 +1029,6 @@ def handover(
                 region = _region(t, tadj, stiff, hops, max_region)
                 extra = [x for x in dict.fromkeys((h, to)) if x not in region]
                 region = np.concatenate([region, np.array(extra, dtype=np.int64)])
-                atoms = np.nonzero(np.isin(labels, region))[0]
-                sub, local = _subproblem(problem, atoms, region)
-                outside = state.gcount > 0
-                outside[:, region] = False
-                sub = replace(
-                    sub,
-                    group=group[atoms],
-                    group_limit=problem.group_limit - outside.sum(axis=1),
-                )
-                before = _region_score(state, region, True)
-                old = labels[atoms].copy()
                 trial = labels.copy()
                 trial[(labels == h) & (group == g)] = to
                 if to != t:
@@ -1058,14 +1047,10 @@ def handover(
                             break
                     if not joined:
                         continue
-                start = local[trial[atoms]]
-                lab, _, _ = improve(sub, start, sub_params)
-                _relabel(state, atoms, region[lab])
-                if _lower(_region_score(state, region, True), before):
+                if _try_region(problem, state, region, trial, sub_params):
                     changed += 1
                     tadj = _territory_graph(labels, src, dst, k)
                     break
-                _relabel(state, atoms, old)
         kept += changed
         if changed == 0:
             break
@@ -1188,28 +1173,48 @@ def relocate(
                 if cut is None:
                     continue
                 region = np.unique(np.concatenate([near, regions[o]]))
-                atoms = np.nonzero(np.isin(labels, region))[0]
-                sub, local = _subproblem(problem, atoms, region)
-                if len(problem.group):
-                    outside = state.gcount > 0
-                    outside[:, region] = False
-                    sub = replace(
-                        sub, group=group[atoms], group_limit=limit - outside.sum(axis=1)
-                    )
-                before = _region_score(state, region, True)
-                old = labels[atoms].copy()
-                lab, _, _ = improve(sub, local[trial[atoms]], sub_params)
-                _relabel(state, atoms, region[lab])
-                if _lower(_region_score(state, region, True), before):
+                if _try_region(problem, state, region, trial, sub_params):
                     changed += 1
                     tadj = _territory_graph(labels, src, dst, k)
                     break
-                _relabel(state, atoms, old)
         kept += changed
         if changed == 0:
             break
         state.refresh()
     return labels, kept
+
+
+def _try_region(
+    problem: PartitionProblem,
+    state: _State,
+    region: np.ndarray,
+    trial: np.ndarray,
+    params: SearchParams,
+) -> bool:
+    """Improve the territories ``region`` from the labels ``trial``; keep the result if it is better.
+
+    Heavy metros may span, inside the region, their limit less their holders
+    outside it.  Better: the region's largest excess over the tolerance drops,
+    or stays and the objective drops.  Updates ``state`` (and its labels) only
+    when kept.
+    """
+    labels = state.labels
+    atoms = np.nonzero(np.isin(labels, region))[0]
+    sub, local = _subproblem(problem, atoms, region)
+    if len(problem.group):
+        outside = state.gcount > 0
+        outside[:, region] = False
+        sub = replace(
+            sub, group=problem.group[atoms], group_limit=problem.group_limit - outside.sum(axis=1)
+        )
+    before = _region_score(state, region, True)
+    old = labels[atoms].copy()
+    lab, _, _ = improve(sub, local[trial[atoms]], params)
+    _relabel(state, atoms, region[lab])
+    if _lower(_region_score(state, region, True), before):
+        return True
+    _relabel(state, atoms, old)
+    return False
 
 
 def _dissolve(
