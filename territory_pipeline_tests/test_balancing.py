@@ -707,6 +707,26 @@ def test_relocate_moves_a_territory_out_of_a_cluster_of_heavy_metros_that_holds_
     assert np.array_equal(out, again)
 
 
+def test_dissolve_gives_atoms_only_to_the_neighbourhood():
+    from territory_pipeline.balancing.partition import _dissolve
+
+    # a line 0-1-2-3-4-5: territory 1 (atoms 2, 3) sits between territory 0 and territory 2
+    problem = _grid_problem(6, 1, 3)
+    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(6)]
+    group = np.full(6, -1)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    load = np.array([0.5, 1.0, 0.1])  # territory 2 is the least loaded
+    both = labels.copy()
+    assert _dissolve(1, both, nbrs, group, np.empty(0, dtype=np.int64), load, {0, 2})
+    assert both.tolist() == [0, 0, 0, 2, 2, 2]
+    # territory 2 outside the neighbourhood (locked units, or beyond it): everything goes to 0
+    only = labels.copy()
+    assert _dissolve(1, only, nbrs, group, np.empty(0, dtype=np.int64), load, {0})
+    assert only.tolist() == [0, 0, 0, 0, 2, 2]
+    # no neighbour in the neighbourhood: refused
+    assert not _dissolve(1, labels.copy(), nbrs, group, np.empty(0, dtype=np.int64), load, set())
+
+
 def test_relocate_leaves_a_neighbourhood_without_a_territory_too_many_alone():
     from territory_pipeline.balancing.partition import SearchParams, relocate
 

@@ -1149,7 +1149,8 @@ def relocate(
             if float((state.tw[near] - problem.targets[near]).sum()) > -0.5 * problem.targets[t]:
                 continue  # the neighbourhood does not hold a territory too many
             emptied = labels.copy()
-            if not _dissolve(t, emptied, nbrs, group, limit, state.tw / problem.targets):
+            # only into the neighbourhood (never a territory with locked units, or one beyond it)
+            if not _dissolve(t, emptied, nbrs, group, limit, state.tw / problem.targets, set(near.tolist())):
                 continue
             regions = {
                 o: _region(o, tadj, stiff, hops, max_region)
@@ -1224,8 +1225,9 @@ def _dissolve(
     group: np.ndarray,
     limit: np.ndarray,
     load: np.ndarray,
+    into: set[int],
 ) -> bool:
-    """Give every atom of territory t to a territory it borders (the least loaded), in place.
+    """Give every atom of territory t to a territory of ``into`` it borders (the least loaded), in place.
 
     A heavy-metro atom joins a holder of its metro, or another territory while
     the metro (without t) spans fewer than its limit.  Each atom joins a
@@ -1244,7 +1246,7 @@ def _dissolve(
         rest = []
         for u in left:
             g = int(group[u])
-            options = sorted({int(labels[v]) for v in nbrs[u]} - {t})
+            options = sorted({int(labels[v]) for v in nbrs[u]} & into - {t})
             if g >= 0 and len(limit):
                 options = [b for b in options if b in spans(g) or len(spans(g)) < limit[g]]
             if not options:
