@@ -646,7 +646,13 @@ def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
 def test_handover_and_relocate_keep_territories_connected_metros_within_limits_and_locks():
     from dataclasses import replace
 
-    from territory_pipeline.balancing.partition import SearchParams, bisect, handover, improve, relocate
+    from territory_pipeline.balancing.partition import (
+        SearchParams,
+        bisect,
+        handover,
+        improve,
+        relocate,
+    )
 
     params = SearchParams()
     col, row = np.tile(np.arange(8), 6), np.repeat(np.arange(6), 8)
@@ -685,7 +691,12 @@ def test_handover_and_relocate_keep_territories_connected_metros_within_limits_a
 def test_relocate_moves_a_territory_out_of_a_cluster_of_heavy_metros_that_holds_one_too_many():
     from dataclasses import replace
 
-    from territory_pipeline.balancing.partition import SearchParams, handover, improve, relocate
+    from territory_pipeline.balancing.partition import (
+        SearchParams,
+        handover,
+        improve,
+        relocate,
+    )
 
     # a line: two heavy metros of 1.5 targets (each in at most two territories), then 3 targets of light units
     weight = np.full(24, 0.25)
@@ -696,7 +707,7 @@ def test_relocate_moves_a_territory_out_of_a_cluster_of_heavy_metros_that_holds_
     labels = np.repeat(np.arange(6), [3, 3, 3, 3, 6, 6])
     stuck, _, _ = improve(problem, labels, SearchParams())
     assert np.abs(np.bincount(stuck, weights=weight, minlength=6) - 1).max() >= 0.25
-    same, kept = handover(problem, stuck, SearchParams())
+    _, kept = handover(problem, stuck, SearchParams())
     assert kept == 0  # no hand-over helps: the cluster holds a territory too many
     out, moved = relocate(problem, stuck, SearchParams())
     assert moved == 1

@@ -114,7 +114,6 @@ from .partition import (
     stays_connected,
 )
 
-
 # up to this many pieces to assign (whole light metros, units, heavy-metro parts), the engine
 # makes 8 starts instead of 4 and re-cuts the neighbourhoods of territories left beyond the
 # tolerance (a regional team: seconds either way; at national size it found nothing)

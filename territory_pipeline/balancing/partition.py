@@ -993,69 +993,46 @@ def handover(
     Territories with locked atoms take no part.  Returns (labels, hand-overs
     kept).
     """
-    labels = labels.copy()
-    n, k = problem.n, problem.k
-    if k <= 1 or not len(problem.group) or not len(problem.group_limit):
-        return labels, 0
+    if problem.k <= 1 or not len(problem.group) or not len(problem.group_limit):
+        return labels.copy(), 0
     group = problem.group
-    src = np.repeat(np.arange(n), np.diff(problem.indptr))
-    dst = problem.indices
-    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)]
-    state = _State(problem, labels, params)
-    sub_params = replace(params, max_rounds=200, pair_moves=False)
-    stiff = np.bincount(labels[problem.locked >= 0], minlength=k) > 0
-    kept = 0
-    for _ in range(3):
-        changed = 0
-        tadj = _territory_graph(labels, src, dst, k)
-        dev = state.tw / problem.targets - 1.0
-        for t in np.argsort(dev, kind="stable")[:max_starts].tolist():
-            if time.perf_counter() > params.deadline:
-                return labels, kept
-            if state.tw[t] / problem.targets[t] - 1.0 >= -params.tolerance:
-                break
-            if stiff[t]:
-                continue
-            mine = np.nonzero(labels == t)[0]
-            touching = sorted(
-                {
-                    int(group[v])
-                    for u in mine.tolist()
-                    for v in nbrs[u]
-                    if labels[v] != t and group[v] >= 0 and state.gcount[group[v], t] == 0
-                }
-            )
-            for g, h, to in _handovers(t, touching, labels, group, state, nbrs, mine, stiff):
-                region = _region(t, tadj, stiff, hops, max_region)
-                extra = [x for x in dict.fromkeys((h, to)) if x not in region]
-                region = np.concatenate([region, np.array(extra, dtype=np.int64)])
-                trial = labels.copy()
-                trial[(labels == h) & (group == g)] = to
-                if to != t:
-                    # t joins the metro at once (one bordering cell of a territory in the region),
-                    # so h cannot take the free place back; without such a cell, no hand-over
-                    joined = False
-                    for v in sorted({v for x in mine.tolist() for v in nbrs[x] if group[v] == g}):
-                        owner = int(trial[v])
-                        if (
-                            owner in region
-                            and state.count[owner] > 1
-                            and stays_connected(v, owner, trial, nbrs)
-                        ):
-                            trial[v] = t
-                            joined = True
-                            break
-                    if not joined:
-                        continue
-                if _try_region(problem, state, region, trial, sub_params):
-                    changed += 1
-                    tadj = _territory_graph(labels, src, dst, k)
-                    break
-        kept += changed
-        if changed == 0:
-            break
-        state.refresh()
-    return labels, kept
+
+    def trials(t: int, ctx: _Repair):
+        labels, nbrs, state, stiff = ctx.labels, ctx.nbrs, ctx.state, ctx.stiff
+        mine = np.nonzero(labels == t)[0]
+        touching = sorted(
+            {
+                int(group[v])
+                for u in mine.tolist()
+                for v in nbrs[u]
+                if labels[v] != t and group[v] >= 0 and state.gcount[group[v], t] == 0
+            }
+        )
+        for g, h, to in _handovers(t, touching, labels, group, state, nbrs, mine, stiff):
+            region = _region(t, ctx.tadj, stiff, hops, max_region)
+            extra = [x for x in dict.fromkeys((h, to)) if x not in region]
+            region = np.concatenate([region, np.array(extra, dtype=np.int64)])
+            trial = labels.copy()
+            trial[(labels == h) & (group == g)] = to
+            if to != t:
+                # t joins the metro at once (one bordering cell of a territory in the region),
+                # so h cannot take the free place back; without such a cell, no hand-over
+                joined = False
+                for v in sorted({v for x in mine.tolist() for v in nbrs[x] if group[v] == g}):
+                    owner = int(trial[v])
+                    if (
+                        owner in region
+                        and state.count[owner] > 1
+                        and stays_connected(v, owner, trial, nbrs)
+                    ):
+                        trial[v] = t
+                        joined = True
+                        break
+                if not joined:
+                    continue
+            yield region, trial
+
+    return _repair(problem, labels, params, max_starts, trials)
 
 
 def _handovers(
@@ -1119,64 +1096,97 @@ def relocate(
     their largest excess over the tolerance drops (or stays and the objective
     drops).  Returns (labels, relocations kept).
     """
-    labels = labels.copy()
     n, k = problem.n, problem.k
     if k < 3 or n < k + 1:
-        return labels, 0
+        return labels.copy(), 0
     group = problem.group if len(problem.group) else np.full(n, -1, dtype=np.int64)
     limit = problem.group_limit
+
+    def trials(t: int, ctx: _Repair):
+        state, stiff, tadj, nbrs = ctx.state, ctx.stiff, ctx.tadj, ctx.nbrs
+
+        def spare(region: np.ndarray) -> float:
+            return float((state.tw[region] - problem.targets[region]).sum())
+
+        near = _region(t, tadj, stiff, hops, max_region)
+        if spare(near) > -0.5 * problem.targets[t]:
+            return  # the neighbourhood does not hold a territory too many
+        emptied = ctx.labels.copy()
+        # only into the neighbourhood (never a territory with locked units, or one beyond it)
+        if not _dissolve(t, emptied, nbrs, group, limit, state.tw / problem.targets, set(near.tolist())):
+            return
+        dev = state.tw / problem.targets - 1.0
+        regions = {
+            o: _region(o, tadj, stiff, hops, max_region)
+            for o in range(k)
+            if dev[o] > 0 and not stiff[o] and o not in near
+        }
+        surplus = {o: spare(r) for o, r in regions.items()}
+        for o in sorted(surplus, key=lambda o: (-surplus[o], o))[:max_over]:
+            if surplus[o] < 0.5 * problem.targets[t]:
+                return  # no neighbourhood has weight to spare for a territory
+            trial = emptied.copy()
+            members = [x for x in regions[o].tolist() if x not in near and not stiff[x]]
+            if any(_halve(x, t, trial, problem, nbrs, group, limit) for x in sorted(members, key=lambda x: (-dev[x], x))):
+                yield np.unique(np.concatenate([near, regions[o]])), trial
+
+    return _repair(problem, labels, params, max_starts, trials)
+
+
+@dataclass
+class _Repair:
+    """What the candidate generators of :func:`_repair` see: current labels, state and graphs."""
+
+    labels: np.ndarray
+    state: _State
+    nbrs: list[list[int]]
+    stiff: np.ndarray
+    tadj: list[list[int]]
+
+
+def _repair(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    params: SearchParams,
+    max_starts: int,
+    trials,
+) -> tuple[np.ndarray, int]:
+    """Up to three rounds over the ``max_starts`` territories most under their target.
+
+    For each territory t still under its target beyond the tolerance (without
+    locked atoms), the (region, trial labels) pairs ``trials(t, ctx)`` yields are
+    tried in turn by :func:`_try_region`; the first kept ends t's turn.  Stops
+    after a round that keeps nothing.  Returns (labels, moves kept).
+    """
+    labels = labels.copy()
+    n, k = problem.n, problem.k
     src = np.repeat(np.arange(n), np.diff(problem.indptr))
     dst = problem.indices
-    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)]
     state = _State(problem, labels, params)
+    ctx = _Repair(
+        labels=labels,
+        state=state,
+        nbrs=[problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)],
+        stiff=np.bincount(labels[problem.locked >= 0], minlength=k) > 0,
+        tadj=[],
+    )
     sub_params = replace(params, max_rounds=200, pair_moves=False)
-    stiff = np.bincount(labels[problem.locked >= 0], minlength=k) > 0
-    tol = params.tolerance
     kept = 0
     for _ in range(3):
         changed = 0
-        tadj = _territory_graph(labels, src, dst, k)
+        ctx.tadj = _territory_graph(labels, src, dst, k)
         dev = state.tw / problem.targets - 1.0
         for t in np.argsort(dev, kind="stable")[:max_starts].tolist():
             if time.perf_counter() > params.deadline:
                 return labels, kept
-            dev = state.tw / problem.targets - 1.0
-            if dev[t] >= -tol:
+            if state.tw[t] / problem.targets[t] - 1.0 >= -params.tolerance:
                 break
-            if stiff[t]:
+            if ctx.stiff[t]:
                 continue
-            near = _region(t, tadj, stiff, hops, max_region)
-            if float((state.tw[near] - problem.targets[near]).sum()) > -0.5 * problem.targets[t]:
-                continue  # the neighbourhood does not hold a territory too many
-            emptied = labels.copy()
-            # only into the neighbourhood (never a territory with locked units, or one beyond it)
-            if not _dissolve(t, emptied, nbrs, group, limit, state.tw / problem.targets, set(near.tolist())):
-                continue
-            regions = {
-                o: _region(o, tadj, stiff, hops, max_region)
-                for o in range(k)
-                if dev[o] > 0 and not stiff[o] and o not in near
-            }
-            surplus = {o: float((state.tw[r] - problem.targets[r]).sum()) for o, r in regions.items()}
-            for o in sorted(surplus, key=lambda o: (-surplus[o], o))[:max_over]:
-                if surplus[o] < 0.5 * problem.targets[t]:
-                    break  # no neighbourhood has weight to spare for a territory
-                trial = emptied.copy()
-                members = [x for x in regions[o].tolist() if x not in near and not stiff[x]]
-                cut = next(
-                    (
-                        x
-                        for x in sorted(members, key=lambda x: (-dev[x], x))
-                        if _halve(x, t, trial, problem, nbrs, group, limit)
-                    ),
-                    None,
-                )
-                if cut is None:
-                    continue
-                region = np.unique(np.concatenate([near, regions[o]]))
+            for region, trial in trials(t, ctx):
                 if _try_region(problem, state, region, trial, sub_params):
                     changed += 1
-                    tadj = _territory_graph(labels, src, dst, k)
+                    ctx.tadj = _territory_graph(labels, src, dst, k)
                     break
         kept += changed
         if changed == 0:
