@@ -631,7 +631,12 @@ def test_handover_frees_a_heavy_metro_place_for_a_hemmed_in_territory():
 def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
     from dataclasses import replace
 
-    from territory_pipeline.balancing.partition import SearchParams, handover
+    from territory_pipeline.balancing.partition import (
+        SearchParams,
+        _handovers,
+        _State,
+        handover,
+    )
 
     # territory 1 holds nothing but the heavy metro (kept whole): taking it would leave 1 empty
     weight = np.array([0.7] + [0.1] * 13 + [1.0])
@@ -639,6 +644,11 @@ def test_handover_never_empties_a_territory_holding_only_its_metro_piece():
     group = np.array([-1] + [0] * 13 + [-1])
     problem = replace(problem, group=group, group_limit=np.array([1]))
     labels = np.array([0] + [1] * 13 + [2])
+    state = _State(problem, labels.copy(), SearchParams())
+    nbrs = [problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(15)]
+    mine = np.nonzero(labels == 0)[0]
+    # territory 0 borders the metro, but its only holder has nothing else: no hand-over is even tried
+    assert _handovers(0, [0], labels, group, state, nbrs, mine, np.zeros(3, dtype=bool)) == []
     out, kept = handover(problem, labels, SearchParams())
     assert kept == 0 and np.array_equal(out, labels)
 

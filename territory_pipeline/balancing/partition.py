@@ -1051,7 +1051,6 @@ def _handovers(
     borders t (t becomes a holder), else to another holder bordering the piece
     (the metro then spans one territory fewer, so t can take cells of it).
     """
-    mine_set = set(mine.tolist())
     out = []
     for g in touching:
         for h in np.nonzero(state.gcount[g] > 0)[0].tolist():
@@ -1060,7 +1059,7 @@ def _handovers(
             if stiff[h] or not len(rest) or not _connected(rest.tolist(), nbrs):
                 continue
             near = sorted({int(labels[v]) for u in piece.tolist() for v in nbrs[u]} - {h})
-            if t in near and _connected(list(mine_set) + piece.tolist(), nbrs):
+            if t in near and _connected(mine.tolist() + piece.tolist(), nbrs):
                 out.append((g, h, t))
                 continue
             for h1 in near:
@@ -1087,14 +1086,16 @@ def relocate(
     neighbourhood, so a cluster of heavy metros cut into their part counts can
     hold more territories than its weight needs (each short of its target).
     For each territory t under its target beyond the tolerance (most under
-    first, without locked atoms): t's atoms join the neighbouring territories
-    they border (heavy-metro atoms only holders of their metro, or a new holder
-    while the metro spans fewer than its limit), and t is re-created by cutting
-    in two, along its long axis, the most over territory of one of the
+    first, without locked atoms) whose neighbourhood is short by at least half
+    a target: t's atoms join the territories of that neighbourhood they border
+    (heavy-metro atoms only holders of their metro, or a new holder while the
+    metro spans fewer than its limit), and t is re-created by cutting in two,
+    along its long axis, the most over territory that can be cut of one of the
     ``max_over`` neighbourhoods (``hops`` around a territory) with the most
-    weight to spare; both neighbourhoods are then improved together.  Kept when
-    their largest excess over the tolerance drops (or stays and the objective
-    drops).  Returns (labels, relocations kept).
+    weight to spare (at least half a target); both neighbourhoods are then
+    improved together.  Kept when their largest excess over the tolerance
+    drops (or stays and the objective drops).  Returns (labels, relocations
+    kept).
     """
     n, k = problem.n, problem.k
     if k < 3 or n < k + 1:
@@ -1127,7 +1128,9 @@ def relocate(
                 return  # no neighbourhood has weight to spare for a territory
             trial = emptied.copy()
             members = [x for x in regions[o].tolist() if x not in near and not stiff[x]]
-            if any(_halve(x, t, trial, problem, nbrs, group, limit) for x in sorted(members, key=lambda x: (-dev[x], x))):
+            # the most over territory of that neighbourhood that can be cut becomes t's other half
+            order = sorted(members, key=lambda x: (-dev[x], x))
+            if any(_halve(x, t, trial, problem, nbrs, group, limit) for x in order):
                 yield np.unique(np.concatenate([near, regions[o]])), trial
 
     return _repair(problem, labels, params, max_starts, trials)
@@ -1289,10 +1292,8 @@ def _halve(
     atoms = np.nonzero(labels == o)[0]
     if len(atoms) < 2:
         return False
-    w, xy = problem.weight[atoms], problem.xy[atoms]
-    centred = xy - xy.mean(axis=0)
-    _, vecs = np.linalg.eigh((centred * (w[:, None] + 1e-9)).T @ centred)
-    axis = vecs[:, -1]
+    w = problem.weight[atoms]
+    axis = _long_axis(w, problem.xy[atoms])
     half = w.sum() / 2
     for direction in (axis, -axis):
         order = _sweep_order(atoms, problem.xy, nbrs, direction)
@@ -1315,6 +1316,13 @@ def _halve(
         labels[first] = t
         return True
     return False
+
+
+def _long_axis(w: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Unit vector along which the points ``xy`` (weights ``w``) spread most (weighted principal axis)."""
+    centred = xy - xy.mean(axis=0)
+    vals, vecs = np.linalg.eigh((centred * (w[:, None] + 1e-9)).T @ centred)
+    return vecs[:, int(np.argmax(vals))]
 
 
 def _region_score(state: _State, region: np.ndarray, minmax: bool) -> tuple[float, float]:
@@ -1484,9 +1492,7 @@ def _grow_side(
     total = w.sum()
     want = share * total
     centred = xy - xy.mean(axis=0)
-    cov = (centred * (w[:, None] + 1e-9)).T @ centred
-    vals, vecs = np.linalg.eigh(cov)
-    axis = vecs[:, int(np.argmax(vals))]
+    axis = _long_axis(w, xy)
     c, s_ = np.cos(turn), np.sin(turn)
     axis = np.array([c * axis[0] - s_ * axis[1], s_ * axis[0] + c * axis[1]])
     if axis[0] < 0 or (axis[0] == 0 and axis[1] < 0):
