@@ -49,7 +49,8 @@ Algorithm
    neighbourhood three hops wide, heavy-metro cells included.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
-   (with a steep penalty beyond half the tolerance), secondary penalties for
+   (with a steep penalty beyond half the tolerance and a linear one beyond the
+   tolerance that outbids every other term), secondary penalties for
    provider count and workload beyond the secondary tolerance, a compactness
    term (weight x squared distance to the centroid), relationship losses and,
    with ``previous``, disruption.  Donors must stay connected; a cut atom moves
@@ -196,6 +197,7 @@ def balance(
             secondary_tolerance=settings.secondary_tolerance,
             balance_weight=0.05,
             excess_weight=1500.0,
+            hard_weight=0.0,
             margin=0.88,
             compactness_weight=settings.compactness_weight,
             relationship_weight=settings.relationship_weight,

@@ -8,9 +8,14 @@ Objective minimised by the local search, summed over territories k (d_k is the
 signed relative deviation (w_k - mu_k) / mu_k):
 
     balance_weight * d_k^2 + excess_weight * max(0, |d_k| - margin * tau)^2
+  + hard_weight * max(0, |d_k| - tau)
   + secondary_weight * (max(0, |p_k| - margin2 * tau2)^2 + max(0, |h_k| - margin2 * tau2)^2)
 
-with p_k, h_k the provider-count and workload deviations, plus per-atom terms:
+with p_k, h_k the provider-count and workload deviations.  The hard term makes
+the tolerance come first: a territory pushed just beyond ±tau costs more than
+any provider-count or workload balance it could buy (where workload includes
+travel it often cannot be balanced at all, and its penalty otherwise outbids
+the tolerance).  Plus per-atom terms:
 compactness (weight x squared distance to the territory centroid, scaled by
 the mean squared radius), relationship loss and disruption (weight of atoms
 leaving their previous territory).  A move takes a boundary atom from its
@@ -87,8 +92,9 @@ class SearchParams:
     tolerance: float = 0.05
     secondary_tolerance: float = 0.15
     balance_weight: float = 1.0
-    excess_weight: float = 50.0
+    excess_weight: float = 200.0
     margin: float = 0.5
+    hard_weight: float = 100.0
     secondary_weight: float = 0.3
     secondary_margin: float = 0.8
     compactness_weight: float = 0.05
@@ -268,7 +274,10 @@ class _State:
     def _fbal(self, d: np.ndarray) -> np.ndarray:
         q = self.params
         ex = np.maximum(0.0, np.abs(d) - q.margin * q.tolerance)
-        return q.balance_weight * d * d + q.excess_weight * ex * ex
+        out = q.balance_weight * d * d + q.excess_weight * ex * ex
+        if q.hard_weight:
+            out = out + q.hard_weight * np.maximum(0.0, np.abs(d) - q.tolerance)
+        return out
 
     def _fsec(self, d: np.ndarray) -> np.ndarray:
         q = self.params
