@@ -149,15 +149,45 @@ def least_move_flow(
     lumpiness of units, so it estimates rather than bounds the contiguous least
     move.
     """
+    solved = least_move_arcs(start_weights, targets, tolerance, edges, sources)
+    if solved is None:
+        return None
+    _, flow = solved
+    gone = np.asarray(sources, dtype=float)[len(targets) :].sum()
+    # orphaned weight that stays put is impossible, so count at least the orphans
+    return float(max(flow.sum(), gone))
+
+
+def least_move_arcs(
+    start_weights: np.ndarray,
+    targets: np.ndarray,
+    tolerance: float,
+    edges: np.ndarray,
+    sources: np.ndarray,
+    closed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The min-cost flow of :func:`least_move_flow`: (arcs (m, 2) as (from, to), flow (m,)).
+
+    ``closed`` (optional, one flag per current territory) marks territories that
+    may receive weight but not give any (all their units are locked).  None when
+    no flow meets the tolerance.
+    """
     from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix, vstack
 
     k = len(targets)
+    sources = np.asarray(sources, dtype=float)
     n = len(sources)
     e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     if len(e) == 0:
         return None
     arcs = np.vstack([e, e[:, ::-1]])
+    if closed is not None:
+        shut = np.zeros(n, dtype=bool)
+        shut[:k] = closed
+        arcs = arcs[~shut[arcs[:, 0]]]
+        if len(arcs) == 0:
+            return None
     m = len(arcs)
     # net inflow of node v = sum(f into v) - sum(f out of v)
     rows = np.concatenate([arcs[:, 1], arcs[:, 0]])
@@ -175,8 +205,6 @@ def least_move_flow(
     # inflow >= lo  ->  -A f <= -lo ;  inflow <= hi  ->  A f <= hi
     a_ub = [-a[np.isfinite(lo) & ~gone], a[np.isfinite(hi) & ~gone]]
     b_ub = [-lo[np.isfinite(lo) & ~gone], hi[np.isfinite(hi) & ~gone]]
-    from scipy.sparse import vstack
-
     res = linprog(
         np.ones(m),
         A_ub=vstack(a_ub),
@@ -188,8 +216,7 @@ def least_move_flow(
     )
     if res.status != 0:
         return None
-    # orphaned weight that stays put is impossible, so count at least the orphans
-    return float(max(res.fun, sources[gone].sum()))
+    return arcs, np.asarray(res.x)
 
 
 @dataclass(frozen=True)

@@ -61,15 +61,22 @@ Algorithm
    connected sweeps of their union (pair re-growth).
 6. **Disruption mode** (``previous`` given): atoms start with the rep that held
    most of their weight; atoms of departed reps (and new atoms) are grown into
-   their neighbours lowest-fill first; a new rep is seeded at the free atom
+   their neighbours lowest-fill first -- in one start against their plain
+   targets, in the other against the weights the least-move flow on the
+   territory graph says each bordering territory should reach (so orphans go
+   where the flow sends them); a new rep is seeded at the free atom
    nearest their home (whose removal keeps its donor connected) and grows by the
    local search.  There the squared-deviation weight is small and moving an atom
    away from its previous rep costs ``disruption_weight`` x its share of a
    target, so moves stop once every territory is back within the tolerance;
    chains then prefer the nearest territory in need (pair re-growth is off).
-   The greedy search is path dependent, so it is run with the disruption weight
-   x1, x0.5, x2 and x4, keeping the plan with the least imbalance beyond the
-   tolerance (0.5% steps), then the least opportunity moved.
+   The greedy search is path dependent, so each start is run with the disruption
+   weight x1, x0.5, x2 and x4, keeping the plan with the least imbalance beyond
+   the tolerance (0.5% steps), then the least opportunity moved.  The H3-cell
+   pieces of heavy metros then move between the metro's territories as in
+   step 4, and finally every moved atom goes back to its previous territory
+   where no territory's deviation leaves the tolerance or grows beyond it
+   (:func:`.partition.return_moves`).
 
 Locked units/accounts are fixed to their rep (a lock on one unit of a light
 metro locks the whole metro, which is one atom).
@@ -112,6 +119,7 @@ from .partition import (
     improve,
     polish,
     relocate,
+    return_moves,
     stays_connected,
 )
 
@@ -206,9 +214,8 @@ def balance(
             deadline=deadline,
             pair_moves=False,
         )
-        labels, rounds, moves = _best_rebalance(
-            problem, _start_from_previous(problem, prev, homes), params
-        )
+        starts = [_start_from_previous(problem, prev, homes, flow) for flow in (True, False)]
+        labels, rounds, moves = _best_rebalance(problem, starts, params)
         start_name = "previous"
     else:
         labels, rounds, moves, start_name, params = _best_fresh_plan(
@@ -224,10 +231,10 @@ def balance(
     if (
         fine_groups.max(initial=-1) >= 0
         and settings.whole_metro_parts
-        and previous is None
     ):
         # refinement: the H3-cell pieces of heavy-metro parts move one by one between the
-        # territories holding their metro (or a new one while it spans fewer than its parts)
+        # territories holding their metro (or a new one while it spans fewer than its parts);
+        # when rebalancing, too, so the metro's holders can trade cells as targets change
         fine, fine_of = build(fine_keys)
         coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
         coarse_of_fine[fine_of] = atom_of
@@ -235,9 +242,15 @@ def balance(
         group[fine_of] = fine_groups
         fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
-        labels, m3 = handover(fine, labels, params)
+        m3 = 0
+        if previous is None:
+            labels, m3 = handover(fine, labels, params)
         m2 += m3
         rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
+    if previous is not None:
+        # weight passed along a chain and partly back: return what balance does not need
+        labels, returned = return_moves(problem, labels, settings.tolerance)
+        moves += returned
     if previous is None:
         # a cluster of heavy metros can hold a territory more than its weight needs: move one
         # to where the weight is, then re-match reps to regions by home
@@ -385,18 +398,18 @@ def _best_fresh_plan(
 
 
 def _best_rebalance(
-    problem: PartitionProblem, start: np.ndarray, params: SearchParams
+    problem: PartitionProblem, starts: list[np.ndarray], params: SearchParams
 ) -> tuple[np.ndarray, int, int]:
-    """Local search from the previous plan with the disruption weight x1, x0.5, x2 and x4; keep the best.
+    """Local search from each start with the disruption weight x1, x0.5, x2 and x4; keep the best.
 
     The search is greedy, so how much it moves depends on the path it takes;
-    the weights are tried in a fixed order and the plan kept is the one with the
-    least imbalance beyond the tolerance (in steps of 0.5%), then the least
-    opportunity moved away from its previous rep.  When every run ends beyond
-    the tolerance (a territory hemmed in by whole metros, where every single
-    move cuts a neighbour apart), two more runs re-split pairs of territories
-    and re-cut neighbourhoods (:func:`polish`, which weighs disruption too), from
-    the best plan so far and from the start.  Returns (labels, rounds, moves).
+    the starts and weights are tried in a fixed order and the plan kept is the
+    one with the least imbalance beyond the tolerance (in steps of 0.5%), then
+    the least opportunity moved away from its previous rep.  When every run ends beyond the tolerance (a territory hemmed in by
+    whole metros, where every single move cuts a neighbour apart), two more runs
+    re-split pairs of territories and re-cut neighbourhoods (:func:`polish`,
+    which weighs disruption too), from the best plan so far and from the first
+    start.  Returns (labels, rounds, moves).
     """
     w, prev, tg = problem.weight, problem.previous, problem.targets
     runs = []
@@ -412,14 +425,15 @@ def _best_rebalance(
         runs.append((math.ceil(excess / 0.005 - 1e-9), round(moved, 9), len(runs), labels, rounds, moves))
 
     factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
-    for factor in factors:
-        run(start, replace(params, disruption_weight=params.disruption_weight * factor))
+    for start in starts:
+        for factor in factors:
+            run(start, replace(params, disruption_weight=params.disruption_weight * factor))
     held = min(runs, key=lambda r: r[:3])
     if held[0] > 0:
         # still beyond the tolerance: a single-move search can be stuck where a territory is
         # surrounded by lumps; re-split pairs and re-cut neighbourhoods, from the best and the start
         run(held[3], replace(params, pair_moves=True))
-        run(start, replace(params, pair_moves=True))
+        run(starts[0], replace(params, pair_moves=True))
     best = min(runs, key=lambda r: r[:3])
     return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
 
@@ -1283,7 +1297,7 @@ def _map_previous(
 
 
 def _start_from_previous(
-    problem: PartitionProblem, prev: np.ndarray, homes: np.ndarray
+    problem: PartitionProblem, prev: np.ndarray, homes: np.ndarray, flow: bool = True
 ) -> np.ndarray:
     """Previous labels, locks applied, new reps seeded near home, orphans grown into neighbours."""
     labels = np.where(problem.locked >= 0, problem.locked, prev)
@@ -1326,4 +1340,56 @@ def _start_from_previous(
                 if w[m].sum() > 0
                 else xy[m].mean(axis=0)
             )
+    quotas = _orphan_quotas(problem, labels) if flow else None
+    if quotas is not None:
+        problem = replace(problem, targets=quotas)
     return grow(problem, labels, anchors)
+
+
+def _orphan_quotas(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray | None:
+    """Weights the territories should reach once the orphaned atoms are shared out.
+
+    The least-move flow (:func:`.bounds.least_move_arcs`) on the territory graph, with
+    each connected group of orphaned atoms as a source that must empty, says how much
+    of each group every bordering territory should take (the rest of the flow, between
+    territories, is left to the local search).  Returns the current weights plus those
+    inflows (so :func:`.partition.grow`, lowest fill first, hands the orphans out in
+    those shares), or None when nothing is orphaned or no flow meets the tolerance.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from .bounds import least_move_arcs
+
+    free = labels < 0
+    if not free.any():
+        return None
+    n, k = problem.n, problem.k
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    both = free[src] & free[dst]
+    _, comp = connected_components(
+        coo_matrix((np.ones(int(both.sum())), (src[both], dst[both])), shape=(n, n)),
+        directed=False,
+    )
+    node = np.where(free, 0, labels)
+    codes = np.unique(comp[free], return_inverse=True)[1]
+    node[free] = k + codes
+    groups = int(codes.max()) + 1
+    cross = node[src] != node[dst]
+    pairs = np.unique(np.sort(np.column_stack([node[src], node[dst]])[cross], axis=1), axis=0)
+    w = problem.weight
+    tw = np.bincount(labels[~free], weights=w[~free], minlength=k)
+    sources = np.zeros(k + groups)
+    sources[k:] = np.bincount(codes, weights=w[free], minlength=groups)
+    locked_all = np.bincount(labels[~free], minlength=k) == np.bincount(
+        labels[~free & (problem.locked >= 0)], minlength=k
+    )
+    solved = least_move_arcs(tw, problem.targets, 0.0, pairs, sources, closed=locked_all)
+    if solved is None:
+        return None
+    arcs, flow = solved
+    into = (arcs[:, 0] >= k) & (arcs[:, 1] < k)
+    inflow = np.bincount(arcs[into, 1], weights=flow[into], minlength=k)
+    return tw + inflow
+

@@ -1542,3 +1542,58 @@ def _grow_side(
         extra = oi[comp[oi] != main]
         side.extend(extra.tolist())
     return np.array(side, dtype=np.int64)
+
+
+def return_moves(
+    problem: PartitionProblem, labels: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, int]:
+    """Send moved atoms back to their previous territory wherever balance allows it.
+
+    A search that weighs disruption against balance can end having moved more
+    than it needed (weight passed along a chain, then partly back).  Each atom
+    whose territory differs from its previous one (previous territory still
+    present, atom not locked) returns there when that territory borders it,
+    its current territory stays connected without it, a heavy-metro atom's
+    previous territory still holds its metro, and neither territory ends beyond
+    ``tolerance`` -- or beyond its own current deviation when it is already
+    further off.  So no territory's deviation leaves the tolerance or grows
+    beyond it, and the opportunity moved only drops.  Heaviest atoms are tried
+    first; passes repeat until nothing returns.  Returns (labels, atoms returned).
+    """
+    labels = labels.copy()
+    prev, w, tg = problem.previous, problem.weight, problem.targets
+    k = problem.k
+    nbrs = [
+        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
+        for i in range(problem.n)
+    ]
+    tw = np.bincount(labels, weights=w, minlength=k).astype(float)
+    limit = np.maximum(tolerance, np.abs(tw / tg - 1.0))
+    grouped = len(problem.group) == problem.n
+    returned = 0
+    changed = True
+    while changed:
+        changed = False
+        moved = np.nonzero((prev >= 0) & (prev < k) & (prev != labels) & (problem.locked < 0))[0]
+        for u in moved[np.argsort(-w[moved], kind="stable")]:
+            a, b = int(labels[u]), int(prev[u])
+            if a == b or not any(labels[v] == b for v in nbrs[u]):
+                continue
+            if abs((tw[a] - w[u]) / tg[a] - 1.0) > limit[a] + _EPS:
+                continue
+            if abs((tw[b] + w[u]) / tg[b] - 1.0) > limit[b] + _EPS:
+                continue
+            if grouped and problem.group[u] >= 0 and not np.any(
+                (labels == b) & (problem.group == problem.group[u])
+            ):
+                continue
+            if np.sum(labels == a) <= 1 or not stays_connected(int(u), a, labels, nbrs):
+                continue
+            labels[u] = b
+            tw[a] -= w[u]
+            tw[b] += w[u]
+            limit[a] = max(tolerance, min(limit[a], abs(tw[a] / tg[a] - 1.0)))
+            limit[b] = max(tolerance, min(limit[b], abs(tw[b] / tg[b] - 1.0)))
+            returned += 1
+            changed = True
+    return labels, returned
