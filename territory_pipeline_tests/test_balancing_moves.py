@@ -115,3 +115,48 @@ def test_return_moves_keeps_territories_connected_and_never_worsens_a_deviation(
         assert np.all((out == after) | (out == old))  # units only go back where they were
         assert _connected_labels(problem, out) and len(set(out.tolist())) == k
     assert tried == 25 and returned_any > 0
+
+
+def test_minmax_moves_lower_the_worst_deviation_one_move_at_a_time():
+    from territory_pipeline.balancing.partition import minmax_moves
+
+    # a line of 10 unit atoms, two territories of target 5: territory 0 holds 3 (-40%), 1 holds 7
+    problem = _grid_problem(10, 1, 2)
+    labels = np.array([0] * 3 + [1] * 7)
+    out, moved = minmax_moves(problem, labels, 0.05)
+    assert moved == 2 and out.tolist() == [0] * 5 + [1] * 5
+    # a locked atom at the boundary stays: territory 0 cannot take anything
+    locked = replace(problem, locked=np.array([-1] * 3 + [1] + [-1] * 6))
+    out, moved = minmax_moves(locked, labels, 0.05)
+    assert moved == 0 and out.tolist() == labels.tolist()
+    # atom 3 belongs to a heavy metro held only by territory 1 (limit 1): it may not join 0
+    grouped = replace(problem, group=np.array([-1] * 3 + [0] * 7), group_limit=np.array([1]))
+    out, moved = minmax_moves(grouped, labels, 0.05)
+    assert moved == 0
+    # with a limit of 2 the metro may span both
+    out, moved = minmax_moves(replace(grouped, group_limit=np.array([2])), labels, 0.05)
+    assert moved == 2
+
+
+def test_minmax_moves_never_raise_the_imbalance_and_keep_territories_whole():
+    from territory_pipeline.balancing.partition import bisect, minmax_moves
+
+    rng = np.random.default_rng(5)
+    improved = 0
+    for case in range(30):
+        k = int(rng.integers(3, 7))
+        weight = rng.uniform(0.2, 2.0, 9 * 9)
+        problem = _grid_problem(9, 9, k, weight=weight)
+        locked = np.where(rng.random(81) < 0.05, rng.integers(0, k, 81), -1)
+        labels = bisect(problem, np.arange(k), rng)
+        locked = np.where(locked >= 0, labels, -1)  # locks agree with the plan
+        problem = replace(problem, locked=locked)
+        before = np.abs(np.bincount(labels, weights=weight, minlength=k) / problem.targets - 1)
+        out, _ = minmax_moves(problem, labels, 0.05)
+        after = np.abs(np.bincount(out, weights=weight, minlength=k) / problem.targets - 1)
+        assert after.max() <= before.max() + 1e-12, case
+        assert np.all(out[locked >= 0] == locked[locked >= 0])
+        assert _connected_labels(problem, out) and len(set(out.tolist())) == k
+        assert np.array_equal(out, minmax_moves(problem, labels, 0.05)[0])  # deterministic
+        improved += after.max() < before.max() - 1e-9
+    assert improved >= 5  # 7 of these 30 bisections had such a move

@@ -46,7 +46,9 @@ Algorithm
    the most weight to spare (:func:`.partition.relocate`, reps then re-matched
    by home); national plans re-cut each territory still beyond the tolerance
    with its direct neighbours, regional ones (up to 2,000 pieces) its
-   neighbourhood three hops wide, heavy-metro cells included.
+   neighbourhood three hops wide, heavy-metro cells included; last, single
+   moves that lower the larger deviation of the two territories they touch
+   (:func:`.partition.minmax_moves`).
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance and a linear one beyond the
@@ -117,6 +119,7 @@ from .partition import (
     grow,
     handover,
     improve,
+    minmax_moves,
     polish,
     relocate,
     return_moves,
@@ -273,6 +276,11 @@ def balance(
             problem, labels, params, settings.seed, minmax=True, with_groups=True, hops=3, max_region=20
         )
         moves += recut
+    if previous is None:
+        # the searches minimise a sum: a territory can end beyond the tolerance next to a
+        # single move that lowers the worse deviation of the two; make such moves
+        labels, evened = minmax_moves(problem, labels, settings.tolerance)
+        moves += evened
     unit_label = labels[atom_of]
     if split_info["heavy_groups_split"]:
         final, prov_final, final_edges, unit_label = _merge_pieces(

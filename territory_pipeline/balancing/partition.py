@@ -1597,3 +1597,90 @@ def return_moves(
             returned += 1
             changed = True
     return labels, returned
+
+
+def minmax_moves(
+    problem: PartitionProblem, labels: np.ndarray, tolerance: float, max_moves: int = 10_000
+) -> tuple[np.ndarray, int]:
+    """Single moves that lower the larger deviation of the two territories they touch.
+
+    The local search minimises a sum, so it can leave a territory beyond the
+    tolerance next to one move that would lower the worse of the two
+    deviations (the other side then pays more in squares).  Worst territory
+    first, every territory beyond ``tolerance`` tries the boundary atoms it
+    could take (when under target) or give (when over): the move must keep the
+    giver connected and non-empty, respect locks and heavy-metro holding, and
+    lower max(|d_giver|, |d_taker|); the best such move is applied and the scan
+    restarts.  Each move replaces the larger of two deviations by smaller ones,
+    so the sorted deviations fall lexicographically and the imbalance never
+    grows.  Returns (labels, moves applied).
+    """
+    labels = labels.copy()
+    w, tg, k = problem.weight, problem.targets, problem.k
+    nbrs = [
+        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
+        for i in range(problem.n)
+    ]
+    tw = np.bincount(labels, weights=w, minlength=k).astype(float)
+    count = np.bincount(labels, minlength=k)
+    grouped = len(problem.group) == problem.n
+    gcount = np.zeros((int(problem.group.max(initial=-1)) + 1 if grouped else 0, k), dtype=np.int64)
+    if grouped and len(gcount):
+        g = problem.group >= 0
+        np.add.at(gcount, (problem.group[g], labels[g]), 1)
+
+    def may_join(u: int, b: int) -> bool:
+        if not grouped or problem.group[u] < 0:
+            return True
+        g = problem.group[u]
+        if gcount[g, b] > 0:
+            return True
+        return len(problem.group_limit) > g and (gcount[g] > 0).sum() < problem.group_limit[g]
+
+    moves = 0
+    members = [[] for _ in range(k)]
+    for u, t in enumerate(labels.tolist()):
+        members[t].append(u)
+    while moves < max_moves:
+        dev = tw / tg - 1.0
+        applied = False
+        for t in np.argsort(-np.abs(dev), kind="stable").tolist():
+            if abs(dev[t]) <= tolerance:
+                break
+            best = None
+            if dev[t] < 0:  # take an atom from a neighbour
+                pairs = {(v, int(labels[v])) for u in members[t] for v in nbrs[u] if labels[v] != t}
+            else:  # give an atom to a neighbour
+                pairs = {(u, int(labels[v])) for u in members[t] for v in nbrs[u] if labels[v] != t}
+            for u, other in sorted(pairs):
+                a, b = (other, t) if dev[t] < 0 else (t, other)
+                if problem.locked[u] >= 0 or count[a] <= 1 or not may_join(u, b):
+                    continue
+                da, db = (tw[a] - w[u]) / tg[a] - 1.0, (tw[b] + w[u]) / tg[b] - 1.0
+                after = max(abs(da), abs(db))
+                if after >= max(abs(dev[a]), abs(dev[b])) - 1e-9:
+                    continue
+                if best is not None and (after, u) >= best[:2]:
+                    continue
+                if not stays_connected(u, a, labels, nbrs):
+                    continue
+                best = (after, u, a, b)
+            if best is None:
+                continue
+            _, u, a, b = best
+            labels[u] = b
+            tw[a] -= w[u]
+            tw[b] += w[u]
+            count[a] -= 1
+            count[b] += 1
+            members[a].remove(u)
+            members[b].append(u)
+            if grouped and problem.group[u] >= 0:
+                gcount[problem.group[u], a] -= 1
+                gcount[problem.group[u], b] += 1
+            moves += 1
+            applied = True
+            break
+        if not applied:
+            break
+    return labels, moves
