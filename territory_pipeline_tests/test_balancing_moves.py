@@ -160,3 +160,23 @@ def test_minmax_moves_never_raise_the_imbalance_and_keep_territories_whole():
         assert np.array_equal(out, minmax_moves(problem, labels, 0.05)[0])  # deterministic
         improved += after.max() < before.max() - 1e-9
     assert improved >= 5  # 7 of these 30 bisections had such a move
+
+
+def test_orphan_quotas_survive_rounding_locked_territories_and_pass_through():
+    from territory_pipeline.balancing.engine import _orphan_quotas
+
+    # large weights (dollars): exact targets differ from the total by rounding, yet a flow is found
+    problem = _grid_problem(8, 1, 2)
+    labels = np.array([0, 0, -1, -1, -1, -1, 1, 1])
+    big = replace(problem, weight=problem.weight * 1.37e9, targets=np.array([3.0, 5.0]) * 1.37e9)
+    quotas = _orphan_quotas(big, labels)
+    assert quotas is not None and quotas == pytest.approx(big.targets)
+    # a territory whose units are all locked and that is already above its target may stay
+    weight = np.array([2.24, 2.0, 1, 1, 1, 1, 1, 1])  # territory 0: 4.24 against 4.0, +6%
+    held = replace(_grid_problem(8, 1, 2, weight=weight), targets=np.array([4.0, 6.24]),
+                   locked=np.array([0, 0, -1, -1, -1, -1, -1, -1]))
+    quotas = _orphan_quotas(held, labels)
+    assert quotas is not None
+    # net inflows: the quotas add up to the total weight, whatever passes through an orphan group
+    assert quotas.sum() == pytest.approx(weight.sum())
+    assert quotas[0] == pytest.approx(4.24)  # the locked territory takes nothing more than it holds

@@ -169,8 +169,8 @@ def least_move_arcs(
     """The min-cost flow of :func:`least_move_flow`: (arcs (m, 2) as (from, to), flow (m,)).
 
     ``closed`` (optional, one flag per current territory) marks territories that
-    may receive weight but not give any (all their units are locked).  None when
-    no flow meets the tolerance.
+    may receive weight but not give any (all their units are locked); one already
+    above its band may stay where it is.  None when no flow meets the tolerance.
     """
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix, vstack
@@ -200,6 +200,8 @@ def least_move_arcs(
     hi = np.full(n, np.inf)
     lo[:k] = (1 - tolerance) * targets - w0[:k]
     hi[:k] = (1 + tolerance) * targets - w0[:k]
+    if closed is not None:
+        hi[:k] = np.where(closed, np.maximum(hi[:k], 0.0), hi[:k])
     gone = np.arange(n) >= k
     lo[gone] = hi[gone] = -sources[gone]
     # inflow >= lo  ->  -A f <= -lo ;  inflow <= hi  ->  A f <= hi

@@ -217,7 +217,12 @@ def balance(
             deadline=deadline,
             pair_moves=False,
         )
-        starts = [_start_from_previous(problem, prev, homes, flow) for flow in (True, False)]
+        starts = [
+            _start_from_previous(problem, prev, homes, settings.tolerance if flow else None)
+            for flow in (True, False)
+        ]
+        if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
+            starts = starts[:1]
         labels, rounds, moves = _best_rebalance(problem, starts, params)
         start_name = "previous"
     else:
@@ -279,7 +284,7 @@ def balance(
     if previous is None:
         # the searches minimise a sum: a territory can end beyond the tolerance next to a
         # single move that lowers the worse deviation of the two; make such moves
-        labels, evened = minmax_moves(problem, labels, settings.tolerance)
+        labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
         moves += evened
     unit_label = labels[atom_of]
     if split_info["heavy_groups_split"]:
@@ -1305,9 +1310,16 @@ def _map_previous(
 
 
 def _start_from_previous(
-    problem: PartitionProblem, prev: np.ndarray, homes: np.ndarray, flow: bool = True
+    problem: PartitionProblem,
+    prev: np.ndarray,
+    homes: np.ndarray,
+    flow_tolerance: float | None = None,
 ) -> np.ndarray:
-    """Previous labels, locks applied, new reps seeded near home, orphans grown into neighbours."""
+    """Previous labels, locks applied, new reps seeded near home, orphans grown into neighbours.
+
+    With ``flow_tolerance``, orphans are grown against the shares of the least-move flow
+    (:func:`_orphan_quotas`) instead of the plain targets.
+    """
     labels = np.where(problem.locked >= 0, problem.locked, prev)
     k, xy, w = problem.k, problem.xy, problem.weight
     nbrs = [
@@ -1348,21 +1360,26 @@ def _start_from_previous(
                 if w[m].sum() > 0
                 else xy[m].mean(axis=0)
             )
-    quotas = _orphan_quotas(problem, labels) if flow else None
+    quotas = _orphan_quotas(problem, labels, flow_tolerance) if flow_tolerance is not None else None
     if quotas is not None:
         problem = replace(problem, targets=quotas)
     return grow(problem, labels, anchors)
 
 
-def _orphan_quotas(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray | None:
+def _orphan_quotas(
+    problem: PartitionProblem, labels: np.ndarray, tolerance: float = 0.05
+) -> np.ndarray | None:
     """Weights the territories should reach once the orphaned atoms are shared out.
 
     The least-move flow (:func:`.bounds.least_move_arcs`) on the territory graph, with
     each connected group of orphaned atoms as a source that must empty, says how much
-    of each group every bordering territory should take (the rest of the flow, between
-    territories, is left to the local search).  Returns the current weights plus those
-    inflows (so :func:`.partition.grow`, lowest fill first, hands the orphans out in
-    those shares), or None when nothing is orphaned or no flow meets the tolerance.
+    of the groups every bordering territory should take, net of what it passes through
+    them (the rest of the flow, between territories, is left to the local search).  The
+    flow aims at the targets (within 1e-6, for rounding), else within half the
+    tolerance, else within it; territories whose units are all locked may only take.
+    Returns the current weights plus those net inflows (so :func:`.partition.grow`,
+    lowest fill first, hands the orphans out in those shares), or None when nothing is
+    orphaned or no flow meets the tolerance.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -1393,11 +1410,17 @@ def _orphan_quotas(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray 
     locked_all = np.bincount(labels[~free], minlength=k) == np.bincount(
         labels[~free & (problem.locked >= 0)], minlength=k
     )
-    solved = least_move_arcs(tw, problem.targets, 0.0, pairs, sources, closed=locked_all)
+    for aim in (1e-6, tolerance / 2, tolerance):
+        solved = least_move_arcs(tw, problem.targets, aim, pairs, sources, closed=locked_all)
+        if solved is not None:
+            break
     if solved is None:
         return None
     arcs, flow = solved
     into = (arcs[:, 0] >= k) & (arcs[:, 1] < k)
-    inflow = np.bincount(arcs[into, 1], weights=flow[into], minlength=k)
+    back = (arcs[:, 0] < k) & (arcs[:, 1] >= k)
+    inflow = np.bincount(arcs[into, 1], weights=flow[into], minlength=k) - np.bincount(
+        arcs[back, 0], weights=flow[back], minlength=k
+    )
     return tw + inflow
 

@@ -11,11 +11,13 @@ signed relative deviation (w_k - mu_k) / mu_k):
   + hard_weight * max(0, |d_k| - tau)
   + secondary_weight * (max(0, |p_k| - margin2 * tau2)^2 + max(0, |h_k| - margin2 * tau2)^2)
 
-with p_k, h_k the provider-count and workload deviations.  The hard term makes
-the tolerance come first: a territory pushed just beyond ±tau costs more than
-any provider-count or workload balance it could buy (where workload includes
-travel it often cannot be balanced at all, and its penalty otherwise outbids
-the tolerance).  Plus per-atom terms:
+with p_k, h_k the provider-count and workload deviations.  The hard term puts
+the tolerance first: beyond ±tau every 1% of excess costs 1.0, more than the
+provider-count or workload balance (where workload includes travel it often
+cannot be balanced at all) that moving a unit of ordinary weight could buy, so
+those terms no longer push territories past the tolerance; only a very light
+unit carrying many providers can still cross it, by at most its own weight.
+Plus per-atom terms:
 compactness (weight x squared distance to the territory centroid, scaled by
 the mean squared radius), relationship loss and disruption (weight of atoms
 leaving their previous territory).  A move takes a boundary atom from its
@@ -1600,7 +1602,11 @@ def return_moves(
 
 
 def minmax_moves(
-    problem: PartitionProblem, labels: np.ndarray, tolerance: float, max_moves: int = 10_000
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    tolerance: float,
+    max_moves: int = 10_000,
+    deadline: float = math.inf,
 ) -> tuple[np.ndarray, int]:
     """Single moves that lower the larger deviation of the two territories they touch.
 
@@ -1613,7 +1619,8 @@ def minmax_moves(
     lower max(|d_giver|, |d_taker|); the best such move is applied and the scan
     restarts.  Each move replaces the larger of two deviations by smaller ones,
     so the sorted deviations fall lexicographically and the imbalance never
-    grows.  Returns (labels, moves applied).
+    grows.  Stops after ``max_moves`` or at ``deadline`` (a time.perf_counter()
+    value).  Returns (labels, moves applied).
     """
     labels = labels.copy()
     w, tg, k = problem.weight, problem.targets, problem.k
@@ -1641,7 +1648,7 @@ def minmax_moves(
     members = [[] for _ in range(k)]
     for u, t in enumerate(labels.tolist()):
         members[t].append(u)
-    while moves < max_moves:
+    while moves < max_moves and time.perf_counter() < deadline:
         dev = tw / tg - 1.0
         applied = False
         for t in np.argsort(-np.abs(dev), kind="stable").tolist():
