@@ -619,8 +619,6 @@ def _bisection_start(
     none joins its lightest neighbour.
     """
     from scipy.optimize import linear_sum_assignment
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     k, tg, n = problem.k, problem.targets, problem.n
     order = np.lexsort((np.arange(k), -tg))
@@ -632,13 +630,7 @@ def _bisection_start(
     slots[big] = order[: len(big)]
     remaining = order[len(big) :].tolist()
     rest = slots < 0
-    src = np.repeat(np.arange(n), np.diff(problem.indptr))
-    dst = problem.indices
-    e = rest[src] & rest[dst]
-    _, comp = connected_components(
-        coo_matrix((np.ones(int(e.sum())), (src[e], dst[e])), shape=(n, n)),
-        directed=False,
-    )
+    comp = _edge_components(problem, lambda s, d: rest[s] & rest[d])
     ids = np.unique(comp[rest])
     quota = np.array([w[rest & (comp == c)].sum() / mu_bar for c in ids])
     alloc = np.zeros(len(ids), dtype=np.int64)
@@ -723,17 +715,9 @@ def _fill_empty(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
 def _plan_score(
     problem: PartitionProblem, labels: np.ndarray, tolerance: float
 ) -> tuple[int, float, float]:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    n, k = problem.n, problem.k
-    src = np.repeat(np.arange(n), np.diff(problem.indptr))
-    dst = problem.indices
-    same = labels[src] == labels[dst]
-    _, comp = connected_components(
-        coo_matrix((np.ones(int(same.sum())), (src[same], dst[same])), shape=(n, n)),
-        directed=False,
-    )
+    k = problem.k
+    comp = _edge_components(problem, lambda s, d: labels[s] == labels[d])
     pieces = np.bincount(
         np.unique(np.column_stack([labels, comp]), axis=0)[:, 0], minlength=k
     )
@@ -1381,8 +1365,6 @@ def _orphan_quotas(
     lowest fill first, hands the orphans out in those shares), or None when nothing is
     orphaned or no flow meets the tolerance.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     from .bounds import least_move_arcs
 
@@ -1390,13 +1372,9 @@ def _orphan_quotas(
     if not free.any():
         return None
     n, k = problem.n, problem.k
+    comp = _edge_components(problem, lambda s, d: free[s] & free[d])
     src = np.repeat(np.arange(n), np.diff(problem.indptr))
     dst = problem.indices
-    both = free[src] & free[dst]
-    _, comp = connected_components(
-        coo_matrix((np.ones(int(both.sum())), (src[both], dst[both])), shape=(n, n)),
-        directed=False,
-    )
     node = np.where(free, 0, labels)
     codes = np.unique(comp[free], return_inverse=True)[1]
     node[free] = k + codes
@@ -1424,3 +1402,17 @@ def _orphan_quotas(
     )
     return tw + inflow
 
+
+def _edge_components(problem: PartitionProblem, keep) -> np.ndarray:
+    """Connected component of every atom in the graph restricted to the edges ``keep(src, dst)`` selects."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = problem.n
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    dst = problem.indices
+    e = keep(src, dst)
+    _, comp = connected_components(
+        coo_matrix((np.ones(int(e.sum())), (src[e], dst[e])), shape=(n, n)), directed=False
+    )
+    return comp
