@@ -210,3 +210,24 @@ def test_a_blocking_guardrail_stops_the_exports(tmp_path, pipeline_env, monkeypa
     history = read(db, "select status, mode, previous_alignment_id from alignment_history")
     assert history.rows() == [("live", "full", None)]
     assert (pipeline_env["outputs"] / QUARTER / "territory_assignments.csv").exists()
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_the_sample_quarter_meets_the_tolerance_at_other_seeds(world, seed):
+    """Seeds 1 and 4 ended at 6.0-6.1% (a near miss left by the search path); a regional plan
+    that misses by less than half the tolerance is run again from other seeds."""
+    import datetime as dt
+
+    from territory_pipeline.balancing import BalanceSettings, balance
+    from territory_pipeline.operations.alignment import engine_inputs
+    from territory_pipeline.storage.partitions import read_partition
+
+    quarter = dt.date.fromisoformat(QUARTER)
+    names = ["scored_clusters", "clusters", "cluster_adjacency", "provider_scores", "geocoded_providers", "sales_reps"]
+    with duckdb.connect(str(world["db"]), read_only=True) as conn:
+        t = {name: read_partition(conn, name, quarter) for name in names}
+    inputs = engine_inputs(t["scored_clusters"], t["clusters"], t["cluster_adjacency"], t["provider_scores"], t["geocoded_providers"])
+    reps = t["sales_reps"].select("rep_id", "rep_name", "home_latitude", "home_longitude", "capacity")
+    plan = balance(inputs.units, reps, adjacency=inputs.adjacency, providers=inputs.providers, settings=BalanceSettings(seed=seed))
+    assert plan.metrics["imbalance"] <= 0.05
+    assert plan.metrics["disconnected_territories"] == 0 and plan.metrics["metros_split_beyond_bound"] == 0

@@ -48,7 +48,9 @@ Algorithm
    with its direct neighbours, regional ones (up to 2,000 pieces) its
    neighbourhood three hops wide, heavy-metro cells included; last, single
    moves that lower the larger deviation of the two territories they touch
-   (:func:`.partition.minmax_moves`).
+   (:func:`.partition.minmax_moves`).  A regional plan (up to 2,000 pieces) that
+   still misses the tolerance by less than half of it is made again from up to
+   two other seeds (seed + 7919, + 15838), keeping the best.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance and a linear one beyond the
@@ -130,6 +132,8 @@ from .partition import (
 # makes 8 starts instead of 4 and re-cuts the neighbourhoods of territories left beyond the
 # tolerance (a regional team: seconds either way; at national size it found nothing)
 _THOROUGH_ATOMS = 2000
+# seed offset between the re-runs of a regional plan that narrowly misses the tolerance
+_RESEED = 7919
 
 
 def balance(
@@ -202,6 +206,66 @@ def balance(
     problem, atom_of = build(final["atom_key"].to_list())
     n_atoms = problem.n
     prev = problem.previous
+    fine_keys, fine_groups, parts_per_metro = _fine_keys(
+        final["atom_key"].to_list(), final["unit_id"].to_list()
+    )
+
+    def refine(coarse, coarse_of, labels, params, hand_over):
+        """The H3-cell pieces of heavy-metro parts move one by one between the territories
+        holding their metro (or a new one while it spans fewer than its parts); when
+        rebalancing too, so the metro's holders can trade cells as targets change.
+        Returns (labels, problem, atom index, rounds, moves) at the level reached."""
+        if fine_groups.max(initial=-1) < 0 or not settings.whole_metro_parts:
+            return labels, coarse, coarse_of, 0, 0
+        fine, fine_of = build(fine_keys)
+        coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
+        coarse_of_fine[fine_of] = coarse_of
+        group = np.full(fine.n, -1, dtype=np.int64)
+        group[fine_of] = fine_groups
+        fine = replace(fine, group=group, group_limit=parts_per_metro)
+        labels, rounds, moves = improve(fine, labels[coarse_of_fine], params)
+        if hand_over:
+            labels, handed = handover(fine, labels, params)
+            moves += handed
+        return labels, fine, fine_of, rounds, moves
+
+    def fresh_plan(coarse, coarse_of, seed):
+        """A new plan from the seed: starts, polish, refinement, hand-over, relocation, re-cuts."""
+        run = replace(settings, seed=seed)
+        labels, rounds, moves, start_name, params = _best_fresh_plan(
+            coarse, homes, run, started, deadline
+        )
+        labels = _match_reps(coarse, labels, homes)
+        params = replace(params, deadline=deadline)
+        labels, recut = polish(coarse, labels, params, seed)
+        moves += recut
+        labels, problem, atom_of, r2, m2 = refine(coarse, coarse_of, labels, params, True)
+        rounds, moves = rounds + r2, moves + m2
+        # a cluster of heavy metros can hold a territory more than its weight needs: move one
+        # to where the weight is, then re-match reps to regions by home
+        labels, relocated = relocate(problem, labels, params)
+        if relocated:
+            labels = _match_reps(problem, labels, homes)
+        moves += relocated
+        if n_atoms > _THOROUGH_ATOMS:
+            # national plans: re-cut each territory still beyond the tolerance with its direct
+            # neighbours (those without heavy-metro units), 16 seeded cuts each
+            labels, recut = polish(
+                problem, labels, params, seed, minmax=True, tries=16, hops=1, max_region=6, max_starts=8
+            )
+        else:
+            # the searches minimise a sum, so a territory can end just beyond the tolerance while
+            # its neighbourhood could be re-cut within it: re-cut such neighbourhoods (heavy-metro
+            # cells included, three hops wide) when that lowers the excess over the tolerance.
+            labels, recut = polish(
+                problem, labels, params, seed, minmax=True, with_groups=True, hops=3, max_region=20
+            )
+        moves += recut
+        # the searches minimise a sum: a territory can end beyond the tolerance next to a
+        # single move that lowers the worse deviation of the two; make such moves
+        labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
+        return labels, problem, atom_of, rounds, moves + evened, start_name
+
     if previous is not None:
         params = SearchParams(
             tolerance=settings.tolerance,
@@ -225,67 +289,30 @@ def balance(
             starts = starts[:1]
         labels, rounds, moves = _best_rebalance(problem, starts, params)
         start_name = "previous"
-    else:
-        labels, rounds, moves, start_name, params = _best_fresh_plan(
-            problem, homes, settings, started, deadline
-        )
-        labels = _match_reps(problem, labels, homes)
-        params = replace(params, deadline=deadline)
-        labels, recut = polish(problem, labels, params, settings.seed)
-        moves += recut
-    fine_keys, fine_groups, parts_per_metro = _fine_keys(
-        final["atom_key"].to_list(), final["unit_id"].to_list()
-    )
-    if (
-        fine_groups.max(initial=-1) >= 0
-        and settings.whole_metro_parts
-    ):
-        # refinement: the H3-cell pieces of heavy-metro parts move one by one between the
-        # territories holding their metro (or a new one while it spans fewer than its parts);
-        # when rebalancing, too, so the metro's holders can trade cells as targets change
-        fine, fine_of = build(fine_keys)
-        coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
-        coarse_of_fine[fine_of] = atom_of
-        group = np.full(fine.n, -1, dtype=np.int64)
-        group[fine_of] = fine_groups
-        fine = replace(fine, group=group, group_limit=parts_per_metro)
-        labels, r2, m2 = improve(fine, labels[coarse_of_fine], params)
-        m3 = 0
-        if previous is None:
-            labels, m3 = handover(fine, labels, params)
-        m2 += m3
-        rounds, moves, problem, atom_of = rounds + r2, moves + m2, fine, fine_of
-    if previous is not None:
+        labels, problem, atom_of, r2, m2 = refine(problem, atom_of, labels, params, False)
+        rounds, moves = rounds + r2, moves + m2
         # weight passed along a chain and partly back: return what balance does not need
         labels, returned = return_moves(problem, labels, settings.tolerance)
         moves += returned
-    if previous is None:
-        # a cluster of heavy metros can hold a territory more than its weight needs: move one
-        # to where the weight is, then re-match reps to regions by home
-        labels, relocated = relocate(problem, labels, params)
-        if relocated:
-            labels = _match_reps(problem, labels, homes)
-        moves += relocated
-    if previous is None and n_atoms > _THOROUGH_ATOMS:
-        # national plans: re-cut each territory still beyond the tolerance with its direct
-        # neighbours (those without heavy-metro units), 16 seeded cuts each
-        labels, recut = polish(
-            problem, labels, params, settings.seed, minmax=True, tries=16, hops=1, max_region=6, max_starts=8
-        )
-        moves += recut
-    if previous is None and n_atoms <= _THOROUGH_ATOMS:
-        # the searches minimise a sum, so a territory can end just beyond the tolerance while
-        # its neighbourhood could be re-cut within it: re-cut such neighbourhoods (heavy-metro
-        # cells included, three hops wide) when that lowers the excess over the tolerance.
-        labels, recut = polish(
-            problem, labels, params, settings.seed, minmax=True, with_groups=True, hops=3, max_region=20
-        )
-        moves += recut
-    if previous is None:
-        # the searches minimise a sum: a territory can end beyond the tolerance next to a
-        # single move that lowers the worse deviation of the two; make such moves
-        labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
-        moves += evened
+    else:
+        coarse, coarse_of = problem, atom_of
+        # a regional plan that misses the tolerance by less than half of it, although no piece
+        # is too heavy for it, is run again from other seeds (the searches are path dependent:
+        # on the sample, seeds 1 and 4 end at 6.0-6.1% and their second runs at 3.6-4.2%); the
+        # best plan is kept.  A wider miss is the geography's doing and is not re-run.
+        heavy = bool((coarse.weight > (1 + settings.tolerance) * coarse.targets.max()).any())
+        again = 2 if n_atoms <= _THOROUGH_ATOMS and settings.restarts is None and not heavy else 0
+        best = None
+        for attempt in range(again + 1):
+            result = fresh_plan(coarse, coarse_of, settings.seed + _RESEED * attempt)
+            score = _plan_score(result[1], result[0], settings.tolerance)
+            if best is None or score < best[0]:
+                best = (score, result)
+            if best[0][:2] == (0, 0.0) or best[0][1] > settings.tolerance / 2:
+                break
+            if time.perf_counter() > deadline:
+                break
+        labels, problem, atom_of, rounds, moves, start_name = best[1]
     unit_label = labels[atom_of]
     if split_info["heavy_groups_split"]:
         final, prov_final, final_edges, unit_label = _merge_pieces(
