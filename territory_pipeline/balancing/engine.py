@@ -122,6 +122,7 @@ from .partition import (
     handover,
     improve,
     minmax_moves,
+    neighbour_lists,
     polish,
     relocate,
     return_moves,
@@ -445,11 +446,12 @@ def _best_rebalance(
     The search is greedy, so how much it moves depends on the path it takes;
     the starts and weights are tried in a fixed order and the plan kept is the
     one with the least imbalance beyond the tolerance (in steps of 0.5%), then
-    the least opportunity moved away from its previous rep.  When every run ends beyond the tolerance (a territory hemmed in by
-    whole metros, where every single move cuts a neighbour apart), two more runs
-    re-split pairs of territories and re-cut neighbourhoods (:func:`polish`,
-    which weighs disruption too), from the best plan so far and from the first
-    start.  Returns (labels, rounds, moves).
+    the least opportunity moved away from its previous rep.  When every run
+    ends beyond the tolerance (a territory hemmed in by whole metros, where
+    every single move cuts a neighbour apart), two more runs re-split pairs of
+    territories and re-cut neighbourhoods (:func:`polish`, which weighs
+    disruption too), from the best plan so far and from the first start.
+    Returns (labels, rounds, moves).
     """
     w, prev, tg = problem.weight, problem.previous, problem.targets
     runs = []
@@ -718,10 +720,7 @@ def _fill_empty(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
         if (labels == t).any():
             continue
         if nbrs is None:
-            nbrs = [
-                problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
-                for i in range(problem.n)
-            ]
+            nbrs = neighbour_lists(problem)
         fill = np.bincount(labels, weights=w, minlength=k) / problem.targets
         for donor in np.argsort(-fill, kind="stable"):
             members = np.nonzero((labels == donor) & (problem.locked < 0))[0]
@@ -742,7 +741,6 @@ def _fill_empty(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
 def _plan_score(
     problem: PartitionProblem, labels: np.ndarray, tolerance: float
 ) -> tuple[int, float, float]:
-
     k = problem.k
     comp = _edge_components(problem, lambda s, d: labels[s] == labels[d])
     pieces = np.bincount(
@@ -1333,10 +1331,7 @@ def _start_from_previous(
     """
     labels = np.where(problem.locked >= 0, problem.locked, prev)
     k, xy, w = problem.k, problem.xy, problem.weight
-    nbrs = [
-        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
-        for i in range(problem.n)
-    ]
+    nbrs = neighbour_lists(problem)
     present = np.bincount(labels[labels >= 0], minlength=k) > 0
     for t in np.nonzero(~present)[0]:
         if np.isnan(homes[t]).any():  # no home: start inside the heaviest territory
@@ -1392,7 +1387,6 @@ def _orphan_quotas(
     lowest fill first, hands the orphans out in those shares), or None when nothing is
     orphaned or no flow meets the tolerance.
     """
-
     from .bounds import least_move_arcs
 
     free = labels < 0

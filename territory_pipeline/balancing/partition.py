@@ -788,7 +788,7 @@ def improve(
     indptr, indices = problem.indptr, problem.indices
     src = np.repeat(np.arange(n), np.diff(indptr))
     dst = indices
-    nbrs = [indices[indptr[i] : indptr[i + 1]].tolist() for i in range(n)]
+    nbrs = neighbour_lists(problem)
     movable = problem.locked < 0
     state = _State(problem, labels, params)
     max_chunk = max(8, 2 * n // k)
@@ -1180,7 +1180,7 @@ def _repair(
     ctx = _Repair(
         labels=labels,
         state=state,
-        nbrs=[problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist() for i in range(n)],
+        nbrs=neighbour_lists(problem),
         stiff=np.bincount(labels[problem.locked >= 0], minlength=k) > 0,
         tadj=[],
     )
@@ -1546,6 +1546,12 @@ def _grow_side(
     return np.array(side, dtype=np.int64)
 
 
+def neighbour_lists(problem: PartitionProblem) -> list[list[int]]:
+    """Each atom's neighbours, as Python lists (for the connectivity checks)."""
+    ip, ix = problem.indptr, problem.indices
+    return [ix[ip[i] : ip[i + 1]].tolist() for i in range(problem.n)]
+
+
 def return_moves(
     problem: PartitionProblem, labels: np.ndarray, tolerance: float
 ) -> tuple[np.ndarray, int]:
@@ -1555,29 +1561,25 @@ def return_moves(
     than it needed (weight passed along a chain, then partly back).  Each atom
     whose territory differs from its previous one (previous territory still
     present, atom not locked) returns there when that territory borders it,
-    its current territory stays connected without it, a heavy-metro atom's
-    previous territory still holds its metro, and neither territory ends beyond
-    ``tolerance`` -- or beyond its own current deviation when it is already
-    further off.  So no territory's deviation leaves the tolerance or grows
-    beyond it, and the opportunity moved only drops.  Heaviest atoms are tried
-    first; passes repeat until nothing returns.  Returns (labels, atoms returned).
+    its current territory stays connected and non-empty without it, heavy-metro
+    holding allows it (as in the local search), and neither territory ends
+    beyond ``tolerance`` -- or beyond its own current deviation when it is
+    already further off.  So no territory's deviation leaves the tolerance or
+    grows beyond it, and the opportunity moved only drops.  Heaviest atoms are
+    tried first; passes repeat until nothing returns.  Returns (labels, atoms
+    returned).
     """
-    labels = labels.copy()
-    prev, w, tg = problem.previous, problem.weight, problem.targets
-    k = problem.k
-    nbrs = [
-        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
-        for i in range(problem.n)
-    ]
-    tw = np.bincount(labels, weights=w, minlength=k).astype(float)
+    state = _State(problem, labels.copy(), SearchParams(tolerance=tolerance))
+    labels, tw = state.labels, state.tw
+    prev, w, tg, k = problem.previous, problem.weight, problem.targets, problem.k
+    nbrs = neighbour_lists(problem)
     limit = np.maximum(tolerance, np.abs(tw / tg - 1.0))
-    grouped = len(problem.group) == problem.n
     returned = 0
     changed = True
     while changed:
         changed = False
         moved = np.nonzero((prev >= 0) & (prev < k) & (prev != labels) & (problem.locked < 0))[0]
-        for u in moved[np.argsort(-w[moved], kind="stable")]:
+        for u in moved[np.argsort(-w[moved], kind="stable")].tolist():
             a, b = int(labels[u]), int(prev[u])
             if a == b or not any(labels[v] == b for v in nbrs[u]):
                 continue
@@ -1585,17 +1587,13 @@ def return_moves(
                 continue
             if abs((tw[b] + w[u]) / tg[b] - 1.0) > limit[b] + _EPS:
                 continue
-            if grouped and problem.group[u] >= 0 and not np.any(
-                (labels == b) & (problem.group == problem.group[u])
-            ):
+            if not state.chunk_allowed([u], b):
                 continue
-            if np.sum(labels == a) <= 1 or not stays_connected(int(u), a, labels, nbrs):
+            if state.count[a] <= 1 or not stays_connected(u, a, labels, nbrs):
                 continue
-            labels[u] = b
-            tw[a] -= w[u]
-            tw[b] += w[u]
-            limit[a] = max(tolerance, min(limit[a], abs(tw[a] / tg[a] - 1.0)))
-            limit[b] = max(tolerance, min(limit[b], abs(tw[b] / tg[b] - 1.0)))
+            state.apply([u], a, b)
+            for t in (a, b):
+                limit[t] = max(tolerance, min(limit[t], abs(tw[t] / tg[t] - 1.0)))
             returned += 1
             changed = True
     return labels, returned
@@ -1622,49 +1620,32 @@ def minmax_moves(
     grows.  Stops after ``max_moves`` or at ``deadline`` (a time.perf_counter()
     value).  Returns (labels, moves applied).
     """
-    labels = labels.copy()
+    state = _State(problem, labels.copy(), SearchParams(tolerance=tolerance))
+    labels, tw = state.labels, state.tw
     w, tg, k = problem.weight, problem.targets, problem.k
-    nbrs = [
-        problem.indices[problem.indptr[i] : problem.indptr[i + 1]].tolist()
-        for i in range(problem.n)
-    ]
-    tw = np.bincount(labels, weights=w, minlength=k).astype(float)
-    count = np.bincount(labels, minlength=k)
-    grouped = len(problem.group) == problem.n
-    gcount = np.zeros((int(problem.group.max(initial=-1)) + 1 if grouped else 0, k), dtype=np.int64)
-    if grouped and len(gcount):
-        g = problem.group >= 0
-        np.add.at(gcount, (problem.group[g], labels[g]), 1)
-
-    def may_join(u: int, b: int) -> bool:
-        if not grouped or problem.group[u] < 0:
-            return True
-        g = problem.group[u]
-        if gcount[g, b] > 0:
-            return True
-        return len(problem.group_limit) > g and (gcount[g] > 0).sum() < problem.group_limit[g]
-
-    moves = 0
-    members = [[] for _ in range(k)]
+    nbrs = neighbour_lists(problem)
+    members: list[set[int]] = [set() for _ in range(k)]
     for u, t in enumerate(labels.tolist()):
-        members[t].append(u)
+        members[t].add(u)
+    moves = 0
     while moves < max_moves and time.perf_counter() < deadline:
         dev = tw / tg - 1.0
-        applied = False
+        best = None
         for t in np.argsort(-np.abs(dev), kind="stable").tolist():
             if abs(dev[t]) <= tolerance:
                 break
-            best = None
-            if dev[t] < 0:  # take an atom from a neighbour
-                pairs = {(v, int(labels[v])) for u in members[t] for v in nbrs[u] if labels[v] != t}
-            else:  # give an atom to a neighbour
-                pairs = {(u, int(labels[v])) for u in members[t] for v in nbrs[u] if labels[v] != t}
+            take = dev[t] < 0  # under target: take an atom from a neighbour, else give one
+            pairs = {
+                (v, int(labels[v])) if take else (u, int(labels[v]))
+                for u in members[t]
+                for v in nbrs[u]
+                if labels[v] != t
+            }
             for u, other in sorted(pairs):
-                a, b = (other, t) if dev[t] < 0 else (t, other)
-                if problem.locked[u] >= 0 or count[a] <= 1 or not may_join(u, b):
+                a, b = (other, t) if take else (t, other)
+                if problem.locked[u] >= 0 or state.count[a] <= 1 or not state.chunk_allowed([u], b):
                     continue
-                da, db = (tw[a] - w[u]) / tg[a] - 1.0, (tw[b] + w[u]) / tg[b] - 1.0
-                after = max(abs(da), abs(db))
+                after = max(abs((tw[a] - w[u]) / tg[a] - 1.0), abs((tw[b] + w[u]) / tg[b] - 1.0))
                 if after >= max(abs(dev[a]), abs(dev[b])) - 1e-9:
                     continue
                 if best is not None and (after, u) >= best[:2]:
@@ -1672,22 +1653,13 @@ def minmax_moves(
                 if not stays_connected(u, a, labels, nbrs):
                     continue
                 best = (after, u, a, b)
-            if best is None:
-                continue
-            _, u, a, b = best
-            labels[u] = b
-            tw[a] -= w[u]
-            tw[b] += w[u]
-            count[a] -= 1
-            count[b] += 1
-            members[a].remove(u)
-            members[b].append(u)
-            if grouped and problem.group[u] >= 0:
-                gcount[problem.group[u], a] -= 1
-                gcount[problem.group[u], b] += 1
-            moves += 1
-            applied = True
+            if best is not None:
+                break
+        if best is None:
             break
-        if not applied:
-            break
+        _, u, a, b = best
+        state.apply([u], a, b)
+        members[a].discard(u)
+        members[b].add(u)
+        moves += 1
     return labels, moves
