@@ -89,6 +89,13 @@ def test_return_moves_sends_back_what_balance_does_not_need():
     locked = replace(problem, locked=np.array([-1, -1, 1, -1, -1, -1]))
     out, returned = return_moves(locked, np.array([0, 0, 1, 1, 1, 1]), 0.05)
     assert returned == 0
+    # a heavy-metro unit returns only where its metro may be held: at a limit of one territory
+    # (now territory 1) it stays; at two it goes back
+    metro = replace(problem, group=np.array([-1, -1, 0, 0, 0, 0]), group_limit=np.array([1]))
+    out, returned = return_moves(metro, np.array([0, 0, 1, 1, 1, 1]), 0.05)
+    assert returned == 0
+    out, returned = return_moves(replace(metro, group_limit=np.array([2])), np.array([0, 0, 1, 1, 1, 1]), 0.05)
+    assert returned == 1 and out.tolist() == previous.tolist()
 
 
 def test_return_moves_keeps_territories_connected_and_never_worsens_a_deviation():
