@@ -165,12 +165,14 @@ def least_move_arcs(
     edges: np.ndarray,
     sources: np.ndarray,
     closed: np.ndarray | None = None,
+    shut_arcs: set[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The min-cost flow of :func:`least_move_flow`: (arcs (m, 2) as (from, to), flow (m,)).
 
     ``closed`` (optional, one flag per current territory) marks territories that
     may receive weight but not give any (all their units are locked); one already
-    above its band may stay where it is.  None when no flow meets the tolerance.
+    above its band may stay where it is.  ``shut_arcs`` (optional) are (from, to)
+    pairs that may carry nothing.  None when no flow meets the tolerance.
     """
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix, vstack
@@ -186,6 +188,10 @@ def least_move_arcs(
         shut = np.zeros(n, dtype=bool)
         shut[:k] = closed
         arcs = arcs[~shut[arcs[:, 0]]]
+        if len(arcs) == 0:
+            return None
+    if shut_arcs:
+        arcs = arcs[[(int(x), int(y)) not in shut_arcs for x, y in arcs]]
         if len(arcs) == 0:
             return None
     m = len(arcs)

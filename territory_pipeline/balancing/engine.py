@@ -118,6 +118,7 @@ from .partition import (
     SearchParams,
     bisect,
     choose_seeds,
+    flow_moves,
     grow,
     handover,
     improve,
@@ -206,10 +207,16 @@ def balance(
 
     problem, atom_of = build(final["atom_key"].to_list())
     n_atoms = problem.n
-    prev = problem.previous
     fine_keys, fine_groups, parts_per_metro = _fine_keys(
         final["atom_key"].to_list(), final["unit_id"].to_list()
     )
+
+    def fine_problem() -> tuple[PartitionProblem, np.ndarray]:
+        """The problem on the H3-cell pieces of heavy-metro parts, each metro limited to its parts."""
+        fine, fine_of = build(fine_keys)
+        group = np.full(fine.n, -1, dtype=np.int64)
+        group[fine_of] = fine_groups
+        return replace(fine, group=group, group_limit=parts_per_metro), fine_of
 
     def refine(coarse, coarse_of, labels, params, hand_over):
         """The H3-cell pieces of heavy-metro parts move one by one between the territories
@@ -218,12 +225,9 @@ def balance(
         Returns (labels, problem, atom index, rounds, moves) at the level reached."""
         if fine_groups.max(initial=-1) < 0 or not settings.whole_metro_parts:
             return labels, coarse, coarse_of, 0, 0
-        fine, fine_of = build(fine_keys)
+        fine, fine_of = fine_problem()
         coarse_of_fine = np.zeros(fine.n, dtype=np.int64)
         coarse_of_fine[fine_of] = coarse_of
-        group = np.full(fine.n, -1, dtype=np.int64)
-        group[fine_of] = fine_groups
-        fine = replace(fine, group=group, group_limit=parts_per_metro)
         labels, rounds, moves = improve(fine, labels[coarse_of_fine], params)
         if hand_over:
             labels, handed = handover(fine, labels, params)
@@ -282,19 +286,40 @@ def balance(
             deadline=deadline,
             pair_moves=False,
         )
-        starts = [
-            _start_from_previous(problem, prev, homes, settings.tolerance if flow else None)
-            for flow in (True, False)
-        ]
-        if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
-            starts = starts[:1]
-        labels, rounds, moves = _best_rebalance(problem, starts, params)
+
+        def rebalance(level, level_of, fine):
+            """Starts from the previous plan, searches, (refinement), returns."""
+            starts = [
+                _start_from_previous(level, level.previous, homes, settings.tolerance if flow else None)
+                for flow in (True, False)
+            ]
+            if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
+                starts = starts[:1]
+            # the least-move flow between territories, carried out by boundary moves
+            flowed = _flow_start(level, starts[0], settings.tolerance / 2)
+            if not any(np.array_equal(flowed, s) for s in starts):
+                starts.append(flowed)
+            labels, rounds, moves = _best_rebalance(level, starts, params)
+            if not fine:
+                labels, level, level_of, r2, m2 = refine(level, level_of, labels, params, False)
+                rounds, moves = rounds + r2, moves + m2
+            # weight passed along a chain and partly back: return what balance does not need
+            labels, returned = return_moves(level, labels, settings.tolerance)
+            key = _rebalance_key(level, labels, settings.tolerance)
+            return key, labels, level, level_of, rounds, moves + returned
+
+        # whole heavy-metro parts are lumps at the first level: a metro's holders trade its cells
+        # only in the refinement, after the search has placed the lumps.  When the plan has heavy
+        # metros, the search is also run on the cells themselves (each metro spanning no more
+        # territories than its parts), and the plan closer to the tolerance, then moving less, is kept.
+        candidates = [rebalance(problem, atom_of, False)]
+        if fine_groups.max(initial=-1) >= 0 and settings.whole_metro_parts:
+            fine, fine_of = fine_problem()
+            candidates.append(rebalance(fine, fine_of, True))
+        _, labels, problem, atom_of, rounds, moves = min(candidates, key=lambda c: c[0])
+        rounds = sum(c[4] for c in candidates)
+        moves = sum(c[5] for c in candidates)
         start_name = "previous"
-        labels, problem, atom_of, r2, m2 = refine(problem, atom_of, labels, params, False)
-        rounds, moves = rounds + r2, moves + m2
-        # weight passed along a chain and partly back: return what balance does not need
-        labels, returned = return_moves(problem, labels, settings.tolerance)
-        moves += returned
     else:
         coarse, coarse_of = problem, atom_of
         # a regional plan that misses the tolerance by less than half of it, although no piece
@@ -453,7 +478,6 @@ def _best_rebalance(
     disruption too), from the best plan so far and from the first start.
     Returns (labels, rounds, moves).
     """
-    w, prev, tg = problem.weight, problem.previous, problem.targets
     runs = []
 
     def run(begin: np.ndarray, q: SearchParams) -> None:
@@ -461,10 +485,7 @@ def _best_rebalance(
         if q.pair_moves:
             labels, recut = polish(problem, labels, q, seed=0)
             moves += recut
-        tw = np.bincount(labels, weights=w, minlength=problem.k)
-        excess = max(0.0, float(np.max(np.abs(tw / tg - 1.0))) - params.tolerance)
-        moved = float(w[(prev >= 0) & (prev != labels)].sum())
-        runs.append((math.ceil(excess / 0.005 - 1e-9), round(moved, 9), len(runs), labels, rounds, moves))
+        runs.append((*_rebalance_key(problem, labels, params.tolerance), len(runs), labels, rounds, moves))
 
     factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
     for start in starts:
@@ -478,6 +499,15 @@ def _best_rebalance(
         run(starts[0], replace(params, pair_moves=True))
     best = min(runs, key=lambda r: r[:3])
     return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
+
+
+def _rebalance_key(problem: PartitionProblem, labels: np.ndarray, tolerance: float) -> tuple[int, float]:
+    """How a rebalanced plan ranks: its excess over the tolerance in steps of 0.5%, then the opportunity moved."""
+    w, prev = problem.weight, problem.previous
+    tw = np.bincount(labels, weights=w, minlength=problem.k)
+    excess = max(0.0, float(np.max(np.abs(tw / problem.targets - 1.0))) - tolerance)
+    moved = float(w[(prev >= 0) & (prev != labels)].sum())
+    return math.ceil(excess / 0.005 - 1e-9), round(moved, 9)
 
 
 def _fine_keys(
@@ -1370,6 +1400,47 @@ def _start_from_previous(
     if quotas is not None:
         problem = replace(problem, targets=quotas)
     return grow(problem, labels, anchors)
+
+
+def _flow_start(problem: PartitionProblem, labels: np.ndarray, aim: float) -> np.ndarray:
+    """``labels`` with the least-move flow between territories carried out by boundary moves.
+
+    The flow (:func:`.bounds.least_move_arcs`, every territory within ``aim`` of its
+    target) is realised by :func:`.partition.flow_moves`; an arc that could not carry
+    half its flow (its border atoms too heavy, locked or holding their territory
+    together) is shut and the flow solved again from where the moves got, up to eight
+    times, until every arc carries its share or no flow remains.
+    """
+    from .bounds import least_move_arcs
+
+    k = problem.k
+    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
+    dst = problem.indices
+    shut: set[tuple[int, int]] = set()
+    out = labels
+    for _ in range(8):
+        cross = out[src] != out[dst]
+        pairs = np.unique(np.sort(np.column_stack([out[src], out[dst]])[cross], axis=1), axis=0)
+        tw = np.bincount(out, weights=problem.weight, minlength=k)
+        locked_all = np.bincount(out, minlength=k) == np.bincount(
+            out[problem.locked >= 0], minlength=k
+        )
+        solved = least_move_arcs(
+            tw, problem.targets, aim, pairs, np.zeros(k), closed=locked_all, shut_arcs=shut
+        )
+        if solved is None:
+            break
+        arcs, flow = solved
+        keep = flow > 1e-9 * max(float(tw.sum()), 1.0)
+        if not keep.any():
+            break
+        arcs, flow = arcs[keep], flow[keep]
+        out, _, carried = flow_moves(problem, out, arcs, flow)
+        short = carried < 0.5 * flow
+        if not short.any():
+            break
+        shut |= {(int(x), int(y)) for x, y in arcs[short]}
+    return out
 
 
 def _orphan_quotas(

@@ -172,12 +172,30 @@ def grow(
     """Balanced multi-source region growing from the assigned atoms of ``labels``.
 
     The territory with the lowest fill (w_k / mu_k) always grows next, taking
-    its unassigned frontier atom nearest its anchor point.  Returns new labels
-    where every atom reachable from a territory is assigned.
+    its unassigned frontier atom nearest its anchor point.  A heavy-metro atom
+    (``problem.group``) joins a territory not yet holding its metro only while
+    the metro spans fewer territories than its limit (``problem.group_limit``);
+    atoms left over by that rule are grown in a second pass without it.
+    Returns new labels where every atom reachable from a territory is assigned.
     """
+    labels = _grow(problem, labels, anchors, True)
+    if (labels < 0).any() and len(problem.group_limit):
+        labels = _grow(problem, labels, anchors, False)
+    return labels
+
+
+def _grow(
+    problem: PartitionProblem, labels: np.ndarray, anchors: np.ndarray, limit_groups: bool
+) -> np.ndarray:
     labels = labels.copy()
     k = problem.k
     w, xy, indptr, indices = problem.weight, problem.xy, problem.indptr, problem.indices
+    limited = limit_groups and len(problem.group_limit) > 0
+    if limited:
+        group, glimit = problem.group, problem.group_limit
+        holders: list[set[int]] = [set() for _ in range(len(glimit))]
+        for u in np.nonzero((labels >= 0) & (group >= 0))[0]:
+            holders[group[u]].add(int(labels[u]))
     tw = np.bincount(labels[labels >= 0], weights=w[labels >= 0], minlength=k).astype(
         float
     )
@@ -200,6 +218,15 @@ def grow(
         h = heaps[t]
         while h and labels[h[0][1]] >= 0:
             heapq.heappop(h)
+        if limited:
+            while h and group[h[0][1]] >= 0:
+                g = group[h[0][1]]
+                if t in holders[g] or len(holders[g]) < glimit[g]:
+                    holders[g].add(t)
+                    break
+                heapq.heappop(h)  # the metro is held by as many territories as it may be
+                while h and labels[h[0][1]] >= 0:
+                    heapq.heappop(h)
         if not h:
             continue
         _, u = heapq.heappop(h)
@@ -1597,6 +1624,73 @@ def return_moves(
             returned += 1
             changed = True
     return labels, returned
+
+
+def flow_moves(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    arcs: np.ndarray,
+    flow: np.ndarray,
+    deadline: float = math.inf,
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Carry weight between neighbouring territories as a flow says.
+
+    For each arc (a, b) with flow f (largest first), territory a hands b
+    boundary atoms, starting at their common border and growing inward
+    (nearest b's weighted centre first), while the weight still to carry falls:
+    an atom is taken when it leaves less to carry than before (weight below
+    twice what is left); an atom whose removal would cut a apart goes with the
+    piece it would cut off, when the two together qualify.  a stays connected
+    and non-empty, locked atoms stay, heavy-metro holding is respected (as in
+    the local search); a territory passing weight
+    on (a -> b -> c) gives its own atoms near c.  A weight chain that single
+    moves cannot start (each move alone makes a neighbour worse) is realised
+    in one go.  Returns (labels, atoms moved, weight carried along each arc).
+    """
+    state = _State(problem, labels.copy(), SearchParams())
+    labels = state.labels
+    w, xy = problem.weight, problem.xy
+    nbrs = neighbour_lists(problem)
+    moved = 0
+    carried = np.zeros(len(flow))
+    for i in np.argsort(-np.asarray(flow), kind="stable").tolist():
+        if time.perf_counter() > deadline:
+            break
+        a, b, need = int(arcs[i, 0]), int(arcs[i, 1]), float(flow[i])
+        if need <= _EPS:
+            continue
+        inside = labels == b
+        centre = (xy[inside] * w[inside, None]).sum(axis=0) / max(w[inside].sum(), _EPS)
+        if not w[inside].sum() > 0:
+            centre = xy[inside].mean(axis=0) if inside.any() else xy.mean(axis=0)
+        heap: list[tuple[float, int]] = []
+        queued: set[int] = set()
+        frontier = [v for u in np.nonzero(inside)[0].tolist() for v in nbrs[u]]
+        while frontier or (heap and need > _EPS):
+            for v in frontier:
+                if v not in queued and labels[v] == a:
+                    queued.add(v)
+                    heapq.heappush(heap, (float(np.hypot(*(xy[v] - centre))), v))
+            frontier = []
+            if not heap or need <= _EPS:
+                break
+            _, u = heapq.heappop(heap)
+            if labels[u] != a or problem.locked[u] >= 0 or not w[u] < 2 * need:
+                continue
+            # an atom whose removal would cut a apart takes the cut-off piece along
+            chunk = [u, *_cut_off(u, a, labels, nbrs, w)]
+            lump = float(w[chunk].sum())
+            if not lump < 2 * need or state.count[a] <= len(chunk):
+                queued.discard(u)  # may come free once a neighbour has gone
+                continue
+            if (problem.locked[chunk] >= 0).any() or not state.chunk_allowed(chunk, b):
+                continue
+            state.apply(chunk, a, b)
+            need -= lump
+            carried[i] += lump
+            moved += len(chunk)
+            frontier = [v for x in chunk for v in nbrs[x]]
+    return labels, moved, carried
 
 
 def minmax_moves(
