@@ -3,8 +3,8 @@
 For each rep of the quarter's roster, the rep leaves and the engine rebalances
 the plan the way the rep-turnover sensor's run does (territories more than
 ``--steps`` hops from the departed one are frozen unless their new target
-pushes them out of the tolerance; the area widens hop by hop while the plan
-stays at or above the 20% action threshold).  Baselines computed in the same
+pushes them out of the tolerance; the area widens hop by hop, then to the
+whole plan, while the plan stays beyond the tolerance).  Baselines computed in the same
 process for the same departure:
 
 * the least move when weight can only pass between neighbouring territories
@@ -31,9 +31,9 @@ import polars as pl
 
 from territory_pipeline.balancing import BalanceSettings, balance
 from territory_pipeline.operations.alignment import (
-    ACTION_THRESHOLD,
     engine_inputs,
     engine_locks,
+    widen_until_balanced,
 )
 from territory_pipeline.storage.partitions import read_partition
 
@@ -77,7 +77,8 @@ def run_seed(t: dict[str, pl.DataFrame], seed: int, steps: int) -> list[dict]:
     for rep in reps["rep_id"].to_list():
         roster = reps.filter(pl.col("rep_id") != rep)
         started = time.perf_counter()
-        for width in [steps, steps + 1, steps + 2, 0] if steps > 0 else [0]:
+
+        def plan_for(width: int, roster=roster, rep=rep):
             locks = engine_locks(
                 locks_file=None,
                 reps=roster,
@@ -99,8 +100,10 @@ def run_seed(t: dict[str, pl.DataFrame], seed: int, steps: int) -> list[dict]:
                 previous=previous,
                 settings=settings,
             )
-            if plan.metrics["imbalance"] < ACTION_THRESHOLD:
-                break
+            return plan, locks
+
+        chosen = widen_until_balanced(plan_for, steps, settings.tolerance)
+        plan, width = chosen.plan, chosen.steps
         seconds = time.perf_counter() - started
         replan = balance(inputs.units, roster, adjacency=inputs.adjacency, providers=inputs.providers, settings=settings)
         m = plan.metrics

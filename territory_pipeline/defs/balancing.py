@@ -12,15 +12,16 @@ from territory_pipeline.defs.metadata import markdown_table, numeric_metadata, t
 from territory_pipeline.defs.partitions import quarterly_partitions
 from territory_pipeline.defs.resources import PipelineSettings, TerritoryDatabase
 from territory_pipeline.operations.alignment import (
+    ACTION_THRESHOLD,
     alignment_id,
     assignment_details,
     assignment_reasons,
     choose_mode,
     engine_inputs,
-    ACTION_THRESHOLD,
     engine_locks,
     guardrails,
     metric_rows,
+    widen_until_balanced,
 )
 from territory_pipeline.storage.partitions import partition_transaction, query, quarter_date, read_partition, table_exists
 from territory_pipeline.visuals import (
@@ -172,9 +173,8 @@ def territory_plan(
     if config.trigger == "rep_event":
         event_reps = set(event_log.filter(pl.col("event_id") == config.event_id)["rep_id"].drop_nulls().to_list())
     # A rep event first changes only the territories within locality_steps hops of the ones it
-    # touches; when that cannot stay below the action threshold, the area widens hop by hop.
-    widths = [config.locality_steps + extra for extra in range(3)] + [0] if config.locality_steps > 0 else [0]
-    for steps in widths:
+    # touches; while that leaves the plan beyond the tolerance, the area widens hop by hop.
+    def plan_for(steps: int):
         locks = engine_locks(
             locks_file=cfg.locks_file,
             reps=reps,
@@ -196,15 +196,18 @@ def territory_plan(
             previous=previous_for_engine,
             settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
         )
-        if locks.movable_territories is None:
-            break
-        context.log.info(
-            f"rep event {config.event_id}: {len(locks.movable_territories)} territories within {steps} hops may change "
-            f"({', '.join(sorted(locks.movable_territories))}), the others keep their {locks.frozen_providers} providers: "
-            f"imbalance {plan.metrics['imbalance']:.2%}"
-        )
-        if plan.metrics["imbalance"] < ACTION_THRESHOLD:
-            break
+        if locks.movable_territories is not None:
+            context.log.info(
+                f"rep event {config.event_id}: {len(locks.movable_territories)} territories within {steps or 'any number of'} hops "
+                f"may change ({', '.join(sorted(locks.movable_territories))}), the others keep their {locks.frozen_providers} "
+                f"providers: imbalance {plan.metrics['imbalance']:.2%}, moved {plan.metrics.get('moved_opportunity_share') or 0.0:.2%}"
+            )
+        return plan, locks
+
+    chosen = widen_until_balanced(plan_for, config.locality_steps, config.tolerance)
+    plan, locks = chosen.plan, chosen.locks
+    if len(chosen.tried) > 1:
+        context.log.info(f"rep event {config.event_id}: kept the plan with locality {chosen.steps or 'off'} ({len(chosen.tried)} widths tried)")
     metrics = dict(plan.metrics)
     seconds = metrics.pop("seconds", None)  # run time: metadata only, so stored rows stay deterministic
     context.log.info(

@@ -4,7 +4,10 @@ alignment bookkeeping around it (mode, locks, history rows, explanations)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -270,6 +273,51 @@ def engine_locks(
     frozen = locality_locks(previous, reps, movable, provider_clusters).filter(pl.col("npi").is_in(providers["npi"].implode()))
     merged = frozen if accounts is None else pl.concat([frozen, accounts]).unique("npi", keep="last", maintain_order=True).sort("npi")
     return EngineLocks(accounts, merged, movable, frozen.height)
+
+
+def locality_widths(locality_steps: int) -> list[int]:
+    """The hops a rep event's rebalance may reach, in the order tried: the configured
+    locality, two more hops one at a time, then the whole plan (0)."""
+    return [locality_steps + extra for extra in range(3)] + [0] if locality_steps > 0 else [0]
+
+
+@dataclass(frozen=True)
+class LocalRebalance:
+    """The plan a rep event's rebalance keeps, and every width tried."""
+
+    plan: Any  # balancing.Plan
+    locks: EngineLocks
+    steps: int
+    tried: list[tuple[int, EngineLocks, Any]]  # (hops, locks, plan) in the order tried
+
+
+def widen_until_balanced(
+    plan_for: Callable[[int], tuple[Any, EngineLocks]], locality_steps: int, tolerance: float
+) -> LocalRebalance:
+    """Rebalance within ``locality_steps`` hops of a rep event, widening while beyond the tolerance.
+
+    ``plan_for(hops)`` returns (plan, locks) with every territory farther than
+    ``hops`` from the change frozen (0: none).  The widths of :func:`locality_widths`
+    are tried in order; the first plan within ``tolerance`` is kept, else the one
+    closest to it (in steps of 0.5%), then the one moving the least opportunity.
+    Territories far from the change keep their providers unless that leaves the plan
+    out of balance.  Without a locality rule (``locks.movable_territories`` None) the
+    first plan is the only one.
+    """
+    tried: list[tuple[int, EngineLocks, Any]] = []
+
+    def key(plan) -> tuple[int, float]:
+        excess = max(0.0, plan.metrics["imbalance"] - tolerance)
+        return math.ceil(excess / 0.005 - 1e-9), plan.metrics.get("moved_opportunity_share") or 0.0
+
+    for steps in locality_widths(locality_steps):
+        plan, locks = plan_for(steps)
+        tried.append((steps, locks, plan))
+        if locks.movable_territories is None or key(plan)[0] == 0:
+            break
+    best = min(range(len(tried)), key=lambda i: (key(tried[i][2]), i))
+    steps, locks, plan = tried[best]
+    return LocalRebalance(plan, locks, steps, tried)
 
 
 def out_of_tolerance(previous: pl.DataFrame, providers: pl.DataFrame, reps: pl.DataFrame, tolerance: float) -> set[str]:
