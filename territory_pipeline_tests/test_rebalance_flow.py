@@ -151,3 +151,22 @@ def test_a_rep_leaving_a_shared_heavy_metro_is_rebalanced_on_its_cells():
     assert m["disconnected_territories"] == 0 and m["metros_split_beyond_bound"] == 0
     assert m["moved_opportunity_share"] <= 1.7 * m["least_move_flow_share"]  # 1.61x (was 1.64x at 7.4%)
     assert "R002" not in set(plan.provider_assignments["rep_id"].to_list())
+
+
+def test_a_neighbourhood_recut_knows_where_its_atoms_were():
+    from territory_pipeline.balancing.partition import _subproblem
+
+    # the re-cut of territories 1 and 2 searches a sub-problem: the atoms' previous territories
+    # must come along (as local indices), or the search inside it ignores disruption
+    problem, _ = _line([0] * 4 + [1] * 4 + [2] * 4, 3)
+    previous = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, -1])
+    problem = replace(problem, previous=previous)
+    atoms = np.arange(4, 12)
+    sub, local = _subproblem(problem, atoms, np.array([1, 2]))
+    assert local.tolist() == [-1, 0, 1]
+    assert sub.previous.tolist() == [0, 0, 0, 1, 1, 1, 1, -1]
+    # an atom whose previous territory lies outside the region has none inside it
+    sub, _ = _subproblem(problem, np.arange(0, 8), np.array([0, 1]))
+    assert sub.previous.tolist() == [0, 0, 0, 1, 1, 1, 1, -1]
+    sub, _ = _subproblem(problem, np.arange(4, 12), np.array([2, 1]))
+    assert sub.previous.tolist() == [1, 1, 1, 0, 0, 0, 0, -1]

@@ -1431,7 +1431,7 @@ def _subproblem(
         targets=problem.targets[region],
         bases=problem.bases[region],
         locked=np.full(len(atoms), -1, dtype=np.int64),
-        previous=np.full(len(atoms), -1, dtype=np.int64),
+        previous=np.where(problem.previous[atoms] >= 0, terr[np.maximum(problem.previous[atoms], 0)], -1),
         call_hours=problem.call_hours,
         travel_hours_per_mile=problem.travel_hours_per_mile,
     )
