@@ -305,8 +305,11 @@ def balance(
                 rounds, moves = rounds + r2, moves + m2
             # weight passed along a chain and partly back: return what balance does not need
             labels, returned = return_moves(level, labels, settings.tolerance)
+            # a territory left beyond the tolerance next to a move that lowers the worse of two
+            # deviations (the searches minimise a sum): make such moves
+            labels, evened = minmax_moves(level, labels, settings.tolerance, deadline=deadline)
             key = _rebalance_key(level, labels, settings.tolerance)
-            return key, labels, level, level_of, rounds, moves + returned
+            return key, labels, level, level_of, rounds, moves + returned + evened
 
         # whole heavy-metro parts are lumps at the first level: a metro's holders trade its cells
         # only in the refinement, after the search has placed the lumps.  When the plan has heavy
