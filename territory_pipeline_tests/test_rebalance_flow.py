@@ -57,6 +57,33 @@ def test_flow_moves_keep_locks_and_heavy_metro_holding():
     assert flow_moves(replace(held, group_limit=np.array([2])), labels, arcs, flow)[2].tolist() == [2.0, 2.0]
 
 
+def test_flow_moves_do_not_sweep_weightless_atoms_along():
+    # atoms 2-7 weigh nothing: taking them carries nothing, so they stay where they are
+    problem = _grid_problem(10, 1, 2, weight=np.array([3, 3, 0, 0, 0, 0, 0, 0, 1, 1], dtype=float))
+    labels = np.array([0] * 8 + [1] * 2)
+    out, moved, carried = flow_moves(problem, labels, np.array([[0, 1]]), np.array([1.0]))
+    assert moved == 0 and carried.tolist() == [0.0] and out.tolist() == labels.tolist()
+
+
+def test_a_rebalance_keeps_heavy_metros_within_their_parts():
+    from territory_pipeline.balancing.engine import _rebalance_key
+
+    # a metro (atoms 0-5) limited to two territories but spread over three ranks below one
+    # within its limit, however balanced and however little moved
+    problem, _ = _line([0] * 9, 3)
+    problem = replace(
+        problem,
+        group=np.array([0] * 6 + [-1] * 3),
+        group_limit=np.array([2]),
+        previous=np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]),
+    )
+    spread = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    kept = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    assert _rebalance_key(problem, spread, 0.05)[0] == 1
+    assert _rebalance_key(problem, kept, 0.05)[0] == 0
+    assert _rebalance_key(problem, kept, 0.05) < _rebalance_key(problem, spread, 0.05)
+
+
 def test_flow_moves_never_cut_a_territory_apart_nor_carry_twice_the_flow():
     from territory_pipeline.balancing.engine import _flow_start
 
@@ -105,9 +132,14 @@ def test_grow_holds_a_heavy_metro_to_its_limit():
     # a limit of two lets territory 1 (the emptier one) take its side of the metro
     shared = grow(replace(limited, group_limit=np.array([2])), labels, anchors)
     assert shared.tolist() in ([0] * 4 + [1] * 5, [0] * 5 + [1] * 4)
-    # no territory may take an atom: the second pass grows it anyway (nothing stays unassigned)
-    cut = replace(limited, group=np.array([-1, -1, -1, 0, 0, 0, -1, -1, -1]))
-    assert (grow(cut, labels, anchors) >= 0).all()
+    # atom 6 (in the metro, held by territory 0 alone) is reachable only from territory 1: the
+    # first pass leaves it, the second grows it anyway (nothing stays unassigned)
+    labels = np.array([0, 0, 0, 0, 0, 1, -1, 1, 1])
+    cut = replace(limited, group=np.array([0, -1, -1, -1, -1, -1, 0, -1, -1]))
+    from territory_pipeline.balancing.partition import _grow
+
+    assert _grow(cut, labels, anchors, True)[6] == -1
+    assert grow(cut, labels, anchors).tolist() == [0] * 5 + [1] * 4
 
 
 def test_improve_from_a_flow_start_keeps_what_the_flow_carried():

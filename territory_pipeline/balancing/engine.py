@@ -211,12 +211,17 @@ def balance(
         final["atom_key"].to_list(), final["unit_id"].to_list()
     )
 
+    built: list[tuple[PartitionProblem, np.ndarray]] = []
+
     def fine_problem() -> tuple[PartitionProblem, np.ndarray]:
-        """The problem on the H3-cell pieces of heavy-metro parts, each metro limited to its parts."""
-        fine, fine_of = build(fine_keys)
-        group = np.full(fine.n, -1, dtype=np.int64)
-        group[fine_of] = fine_groups
-        return replace(fine, group=group, group_limit=parts_per_metro), fine_of
+        """The problem on the H3-cell pieces of heavy-metro parts, each metro limited to its parts
+        (built once; the searches do not change it)."""
+        if not built:
+            fine, fine_of = build(fine_keys)
+            group = np.full(fine.n, -1, dtype=np.int64)
+            group[fine_of] = fine_groups
+            built.append((replace(fine, group=group, group_limit=parts_per_metro), fine_of))
+        return built[0]
 
     def refine(coarse, coarse_of, labels, params, hand_over):
         """The H3-cell pieces of heavy-metro parts move one by one between the territories
@@ -296,7 +301,7 @@ def balance(
             if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
                 starts = starts[:1]
             # the least-move flow between territories, carried out by boundary moves
-            flowed = _flow_start(level, starts[0], settings.tolerance / 2)
+            flowed = _flow_start(level, starts[0], settings.tolerance / 2, deadline)
             if not any(np.array_equal(flowed, s) for s in starts):
                 starts.append(flowed)
             labels, rounds, moves = _best_rebalance(level, starts, params)
@@ -473,8 +478,9 @@ def _best_rebalance(
 
     The search is greedy, so how much it moves depends on the path it takes;
     the starts and weights are tried in a fixed order and the plan kept is the
-    one with the least imbalance beyond the tolerance (in steps of 0.5%), then
-    the least opportunity moved away from its previous rep.  When every run
+    best by :func:`_rebalance_key` (heavy metros within their parts, the least
+    imbalance beyond the tolerance in steps of 0.5%, then the least opportunity
+    moved away from its previous rep).  When every run
     ends beyond the tolerance (a territory hemmed in by whole metros, where
     every single move cuts a neighbour apart), two more runs re-split pairs of
     territories and re-cut neighbourhoods (:func:`polish`, which weighs
@@ -488,29 +494,41 @@ def _best_rebalance(
         if q.pair_moves:
             labels, recut = polish(problem, labels, q, seed=0)
             moves += recut
-        runs.append((*_rebalance_key(problem, labels, params.tolerance), len(runs), labels, rounds, moves))
+        runs.append((_rebalance_key(problem, labels, params.tolerance), len(runs), labels, rounds, moves))
 
     factors = (1.0, 0.5, 2.0, 4.0) if params.disruption_weight > 0 else (1.0,)
     for start in starts:
         for factor in factors:
             run(start, replace(params, disruption_weight=params.disruption_weight * factor))
-    held = min(runs, key=lambda r: r[:3])
-    if held[0] > 0:
+    held = min(runs, key=lambda r: r[:2])
+    if held[0][1] > 0:
         # still beyond the tolerance: a single-move search can be stuck where a territory is
         # surrounded by lumps; re-split pairs and re-cut neighbourhoods, from the best and the start
-        run(held[3], replace(params, pair_moves=True))
+        run(held[2], replace(params, pair_moves=True))
         run(starts[0], replace(params, pair_moves=True))
-    best = min(runs, key=lambda r: r[:3])
-    return best[3], sum(r[4] for r in runs), sum(r[5] for r in runs)
+    best = min(runs, key=lambda r: r[:2])
+    return best[2], sum(r[3] for r in runs), sum(r[4] for r in runs)
 
 
-def _rebalance_key(problem: PartitionProblem, labels: np.ndarray, tolerance: float) -> tuple[int, float]:
-    """How a rebalanced plan ranks: its excess over the tolerance in steps of 0.5%, then the opportunity moved."""
+def _rebalance_key(problem: PartitionProblem, labels: np.ndarray, tolerance: float) -> tuple[int, int, float]:
+    """How a rebalanced plan ranks: how many territories its heavy metros span beyond their
+    parts, its excess over the tolerance in steps of 0.5%, then the opportunity moved.
+
+    A search on heavy-metro cells only stops a metro from spreading further; when reps
+    leave, a metro's part count can fall below the territories the previous plan spread it
+    over, and such a plan must not win over one that keeps the metro to its parts.
+    """
     w, prev = problem.weight, problem.previous
     tw = np.bincount(labels, weights=w, minlength=problem.k)
     excess = max(0.0, float(np.max(np.abs(tw / problem.targets - 1.0))) - tolerance)
     moved = float(w[(prev >= 0) & (prev != labels)].sum())
-    return math.ceil(excess / 0.005 - 1e-9), round(moved, 9)
+    over = 0
+    if len(problem.group_limit):
+        held = problem.group >= 0
+        pairs = np.unique(np.column_stack([problem.group[held], labels[held]]), axis=0)
+        spans = np.bincount(pairs[:, 0], minlength=len(problem.group_limit))
+        over = int(np.maximum(spans - problem.group_limit, 0).sum())
+    return over, math.ceil(excess / 0.005 - 1e-9), round(moved, 9)
 
 
 def _fine_keys(
@@ -1405,7 +1423,9 @@ def _start_from_previous(
     return grow(problem, labels, anchors)
 
 
-def _flow_start(problem: PartitionProblem, labels: np.ndarray, aim: float) -> np.ndarray:
+def _flow_start(
+    problem: PartitionProblem, labels: np.ndarray, aim: float, deadline: float = math.inf
+) -> np.ndarray:
     """``labels`` with the least-move flow between territories carried out by boundary moves.
 
     The flow (:func:`.bounds.least_move_arcs`, every territory within ``aim`` of its
@@ -1422,6 +1442,8 @@ def _flow_start(problem: PartitionProblem, labels: np.ndarray, aim: float) -> np
     shut: set[tuple[int, int]] = set()
     out = labels
     for _ in range(8):
+        if time.perf_counter() > deadline:
+            break
         cross = out[src] != out[dst]
         pairs = np.unique(np.sort(np.column_stack([out[src], out[dst]])[cross], axis=1), axis=0)
         tw = np.bincount(out, weights=problem.weight, minlength=k)
@@ -1438,7 +1460,7 @@ def _flow_start(problem: PartitionProblem, labels: np.ndarray, aim: float) -> np
         if not keep.any():
             break
         arcs, flow = arcs[keep], flow[keep]
-        out, _, carried = flow_moves(problem, out, arcs, flow)
+        out, _, carried = flow_moves(problem, out, arcs, flow, deadline)
         short = carried < 0.5 * flow
         if not short.any():
             break

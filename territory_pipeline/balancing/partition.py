@@ -975,6 +975,8 @@ def polish(
                     np.bincount(start[start >= 0], minlength=len(region)) == 0
                 ).any() or (start < 0).any():
                     continue
+                if (sub.previous >= 0).any():  # rebalancing: cut regions named as they were
+                    start = _match_overlap(start, local[old], sub)
                 lab, _, _ = improve(
                     sub, start, replace(q, max_rounds=200, pair_moves=False)
                 )
@@ -1638,14 +1640,14 @@ def flow_moves(
     For each arc (a, b) with flow f (largest first), territory a hands b
     boundary atoms, starting at their common border and growing inward
     (nearest b's weighted centre first), while the weight still to carry falls:
-    an atom is taken when it leaves less to carry than before (weight below
-    twice what is left); an atom whose removal would cut a apart goes with the
-    piece it would cut off, when the two together qualify.  a stays connected
-    and non-empty, locked atoms stay, heavy-metro holding is respected (as in
-    the local search); a territory passing weight
-    on (a -> b -> c) gives its own atoms near c.  A weight chain that single
-    moves cannot start (each move alone makes a neighbour worse) is realised
-    in one go.  Returns (labels, atoms moved, weight carried along each arc).
+    an atom is taken when it leaves less to carry than before (weight above
+    zero and below twice what is left); an atom whose removal would cut a apart
+    goes with the piece it would cut off, when the two together qualify.  a
+    stays connected and non-empty, locked atoms stay, heavy-metro holding is
+    respected (as in the local search).  So weight passed along a chain
+    (a -> b -> c, each arc carried with the giver's own border atoms) moves in
+    one go, where each single move alone would make a neighbour worse.  Stops
+    at ``deadline``.  Returns (labels, atoms moved, weight carried along each arc).
     """
     state = _State(problem, labels.copy(), SearchParams())
     labels = state.labels
@@ -1680,7 +1682,7 @@ def flow_moves(
             # an atom whose removal would cut a apart takes the cut-off piece along
             chunk = [u, *_cut_off(u, a, labels, nbrs, w)]
             lump = float(w[chunk].sum())
-            if not lump < 2 * need or state.count[a] <= len(chunk):
+            if not _EPS < lump < 2 * need or state.count[a] <= len(chunk):
                 queued.discard(u)  # may come free once a neighbour has gone
                 continue
             if (problem.locked[chunk] >= 0).any() or not state.chunk_allowed(chunk, b):

@@ -198,7 +198,7 @@ def territory_plan(
         )
         if locks.movable_territories is not None:
             context.log.info(
-                f"rep event {config.event_id}: {len(locks.movable_territories)} territories within {steps or 'any number of'} hops "
+                f"rep event {config.event_id}: {len(locks.movable_territories)} territories within {steps} hops "
                 f"may change ({', '.join(sorted(locks.movable_territories))}), the others keep their {locks.frozen_providers} "
                 f"providers: imbalance {plan.metrics['imbalance']:.2%}, moved {plan.metrics.get('moved_opportunity_share') or 0.0:.2%}"
             )
