@@ -12,8 +12,13 @@ process for the same departure:
 * a fresh plan for the new roster (no previous alignment), which ignores
   disruption: how much a re-cut from scratch would move.
 
+With ``--synthetic PROVIDERS,REPS`` the first ``--departures`` reps of a
+synthetic universe leave instead (no locality rule: the whole plan may change,
+as in a quarterly refresh in micro mode).
+
 Usage (after ./quickstart.sh, which materializes data/territory.duckdb):
   .venv/bin/python benchmarks/rebalance_bench.py [--duckdb PATH] [--quarter 2026-07-01] [--seeds 0,1]
+  .venv/bin/python benchmarks/rebalance_bench.py --synthetic 1000000,300 --seeds 0 --departures 2
 Prints one markdown row per seed (means over the departures) and the worst departures.
 """
 
@@ -30,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from territory_pipeline.balancing import BalanceSettings, balance
+from territory_pipeline.balancing.synthetic import make_instance
 from territory_pipeline.operations.alignment import (
     engine_inputs,
     engine_locks,
@@ -106,21 +112,43 @@ def run_seed(t: dict[str, pl.DataFrame], seed: int, steps: int) -> list[dict]:
         plan, width = chosen.plan, chosen.steps
         seconds = time.perf_counter() - started
         replan = balance(inputs.units, roster, adjacency=inputs.adjacency, providers=inputs.providers, settings=settings)
-        m = plan.metrics
-        rows.append(
-            {
-                "seed": seed,
-                "rep": rep,
-                "width": width,
-                "imbalance": m["imbalance"],
-                "moved": m["moved_opportunity_share"],
-                "least_flow": m["least_move_flow_share"],
-                "ratio_flow": m["disruption_ratio_flow"],
-                "replan_moved": moved_share(before, replan.provider_assignments),
-                "replan_imbalance": replan.metrics["imbalance"],
-                "seconds": seconds,
-            }
-        )
+        rows.append(departure_row(seed, rep, width, plan, replan, before, seconds))
+    return rows
+
+
+def departure_row(seed: int, rep: str, width: int, plan, replan, before: pl.DataFrame, seconds: float) -> dict:
+    m = plan.metrics
+    return {
+        "seed": seed,
+        "rep": rep,
+        "width": width,
+        "imbalance": m["imbalance"],
+        "moved": m["moved_opportunity_share"],
+        "least_flow": m["least_move_flow_share"],
+        "ratio_flow": m["disruption_ratio_flow"],
+        "replan_moved": moved_share(before, replan.provider_assignments),
+        "replan_imbalance": replan.metrics["imbalance"],
+        "seconds": seconds,
+    }
+
+
+def run_synthetic(n_providers: int, n_reps: int, seed: int, departures: int) -> list[dict]:
+    """The first ``departures`` reps of a synthetic universe leave one at a time (no locality
+    rule: the whole plan may change, as in a quarterly refresh in micro mode)."""
+    inst = make_instance(n_providers, n_reps, seed=seed, homes=False)
+    settings = BalanceSettings(seed=seed)
+    fresh = balance(inst.units, inst.reps, providers=inst.providers, settings=settings)
+    print(f"synthetic {n_providers:,} providers / {n_reps} reps, seed {seed}: fresh plan {fresh.metrics['imbalance']:.1%}")
+    previous = fresh.provider_assignments.select("npi", "rep_id")
+    before = fresh.provider_assignments.select("npi", "rep_id", "opportunity_score")
+    rows = []
+    for rep in inst.reps["rep_id"].to_list()[:departures]:
+        roster = inst.reps.filter(pl.col("rep_id") != rep)
+        started = time.perf_counter()
+        plan = balance(inst.units, roster, providers=inst.providers, previous=previous, settings=settings)
+        seconds = time.perf_counter() - started
+        replan = balance(inst.units, roster, providers=inst.providers, settings=settings)
+        rows.append(departure_row(seed, rep, 0, plan, replan, before, seconds))
     return rows
 
 
@@ -130,13 +158,21 @@ def main() -> None:
     ap.add_argument("--quarter", default="2026-07-01")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--steps", type=int, default=2, help="locality hops (0: the whole plan may change)")
+    ap.add_argument("--synthetic", help="PROVIDERS,REPS: a synthetic universe instead of the quarter (e.g. 1000000,300)")
+    ap.add_argument("--departures", type=int, default=3, help="with --synthetic: how many reps leave, one at a time")
     args = ap.parse_args()
-    t = load(args.duckdb, dt.date.fromisoformat(args.quarter))
     rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run_seed(t, seed, args.steps)
+    if args.synthetic:
+        n_providers, n_reps = (int(x) for x in args.synthetic.split(","))
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += run_synthetic(n_providers, n_reps, seed, args.departures)
+        print(f"\nSingle-rep departures, synthetic {n_providers:,} / {n_reps}, whole plan\n")
+    else:
+        t = load(args.duckdb, dt.date.fromisoformat(args.quarter))
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += run_seed(t, seed, args.steps)
+        print(f"Single-rep departures, {args.duckdb} {args.quarter}, locality {args.steps} hops\n")
     frame = pl.DataFrame(rows)
-    print(f"Single-rep departures, {args.duckdb} {args.quarter}, locality {args.steps} hops\n")
     print(
         "| seed | departures | > 1.5x flow least move | mean / max ratio to flow | mean moved | "
         "fresh re-plan moved (ratio) | mean imbalance after | within ±5% | s per rebalance |"
