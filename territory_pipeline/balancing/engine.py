@@ -293,7 +293,11 @@ def balance(
         )
 
         def rebalance(level, level_of, fine):
-            """Starts from the previous plan, searches, (refinement), returns."""
+            """Rebalance on one level: starts from the previous plan (orphans shared as the
+            least-move flow says, by lowest fill, and the flow between territories carried
+            out), searches (:func:`_best_rebalance`), the heavy-metro cell refinement (first
+            level only), returns and minimax moves; returns (key, labels, level, atom index,
+            rounds, moves)."""
             starts = [
                 _start_from_previous(level, level.previous, homes, settings.tolerance if flow else None)
                 for flow in (True, False)
