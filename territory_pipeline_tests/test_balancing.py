@@ -514,6 +514,21 @@ def _grid_problem(nx_: int, ny: int, k: int, weight: np.ndarray | None = None):
     )
 
 
+def _random_locked_plan(rng, k_high: int, low: float, high: float):
+    """A 9x9 grid of random weights in [low, high) cut by bisection into 3 to k_high - 1
+    territories, about 5% of the atoms locked where they are: (problem, labels, weight, k)."""
+    from dataclasses import replace
+
+    from territory_pipeline.balancing.partition import bisect
+
+    k = int(rng.integers(3, k_high))
+    weight = rng.uniform(low, high, 81)
+    problem = _grid_problem(9, 9, k, weight=weight)
+    draw = rng.random(81) < 0.05
+    labels = bisect(problem, np.arange(k), rng)
+    return replace(problem, locked=np.where(draw, labels, -1)), labels, weight, k
+
+
 def _connected_labels(problem, labels) -> bool:
     g = nx.Graph()
     g.add_nodes_from(range(problem.n))

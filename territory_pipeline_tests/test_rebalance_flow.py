@@ -21,7 +21,11 @@ from territory_pipeline.balancing.partition import (
     grow,
     improve,
 )
-from territory_pipeline_tests.test_balancing import _connected_labels, _grid_problem
+from territory_pipeline_tests.test_balancing import (
+    _connected_labels,
+    _grid_problem,
+    _random_locked_plan,
+)
 
 
 def _line(labels: list[int], k: int):
@@ -90,13 +94,10 @@ def test_flow_moves_never_cut_a_territory_apart_nor_carry_twice_the_flow():
     rng = np.random.default_rng(3)
     balanced = 0
     for case in range(20):
-        k = int(rng.integers(3, 6))
-        weight = rng.uniform(0.3, 1.7, 9 * 9)
-        problem = _grid_problem(9, 9, k, weight=weight)
-        labels = bisect(problem, np.arange(k), rng)
-        locked = np.where(rng.random(81) < 0.05, labels, -1)
+        problem, labels, weight, k = _random_locked_plan(rng, 6, 0.3, 1.7)
+        locked = problem.locked
         cap = rng.uniform(0.8, 1.2, k)  # targets move (capacities change)
-        problem = replace(problem, locked=locked, targets=weight.sum() * cap / cap.sum())
+        problem = replace(problem, targets=weight.sum() * cap / cap.sum())
         out = _flow_start(problem, labels, 0.025)
         assert _connected_labels(problem, out) and len(set(out.tolist())) == k, case
         assert np.all(out[locked >= 0] == labels[locked >= 0])
