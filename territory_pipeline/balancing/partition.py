@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
@@ -1759,3 +1762,194 @@ def minmax_moves(
         members[b].add(u)
         moves += 1
     return labels, moves
+
+
+@contextmanager
+def _native_stdout_silenced():
+    """Silence the process's native stdout (file descriptor 1) for a solve.
+
+    The HiGHS build inside scipy prints a stray debug line
+    (``HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();``)
+    straight to the C stdout during some MIP solves, whatever its output
+    options (ERGO-Code/HiGHS#2783); it would land in run logs.  Python's own
+    stdout is flushed before and after, so nothing of ours is lost.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def restore_moves(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    tolerance: float,
+    max_solves: int = 20,
+    exact_solves: int = 8,
+    node_limit: int = 100,
+) -> tuple[np.ndarray, int]:
+    """Return the largest set of moved atoms to their previous territory at once.
+
+    :func:`return_moves` sends atoms back one at a time, so it cannot undo a
+    reshuffle: after a neighbourhood re-cut, territory A holds atoms that were
+    B's and B holds atoms that were A's, and each return alone would push A or
+    B beyond the tolerance while both together keep them balanced.  This picks
+    the returns jointly, as an integer program (HiGHS through
+    :func:`scipy.optimize.milp`): x_u = 1 returns moved atom u (previous
+    territory still present, not locked, weight above zero) to its previous
+    territory; maximise the opportunity returned, with every territory's final
+    weight within the tolerance of its target, or no further off on either
+    side than it is now; an atom returns only next to its previous territory
+    as it will be (a neighbour that stays there, returns there too, or was
+    moved there and stays); a heavy-metro atom returns only to a territory
+    already holding its metro.  Territories are checked for connectivity on
+    each solution; a territory found in pieces adds a cut and the program is
+    solved again: some atom on the piece's border must end in the territory,
+    or (when every atom of the piece could leave or stay out) some atom of the
+    piece must not (a vertex-separator inequality, valid for every connected
+    solution).  These exact cuts can take many solves to converge, so after
+    ``exact_solves`` solves the returns that made a piece (into it, or out of
+    the territory at its border) are given up instead, and at most
+    ``max_solves`` solves are made.  ``node_limit`` and a 1% optimality gap
+    bound each solve by work, not time, so the result does not depend on the
+    machine's speed.  Returns (labels, atoms returned); the labels are
+    unchanged when no connected solution is found.
+    """
+    from scipy import sparse
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse.csgraph import connected_components
+
+    labels = np.asarray(labels)
+    prev, w, tg, k, n = problem.previous, problem.weight, problem.targets, problem.k, problem.n
+    cand = (prev >= 0) & (prev < k) & (prev != labels) & (problem.locked < 0) & (w > 0)
+    if len(problem.group) and (problem.group >= 0).any():
+        held = problem.group >= 0
+        holds = np.zeros((int(problem.group.max()) + 1, k), dtype=bool)
+        holds[problem.group[held], labels[held]] = True
+        g = np.maximum(problem.group, 0)
+        cand &= ~held | holds[g, np.clip(prev, 0, k - 1)]
+    var = np.nonzero(cand)[0]
+    m = len(var)
+    if m == 0:
+        return labels.copy(), 0
+    index = np.full(n, -1)
+    index[var] = np.arange(m)
+    fixed = index < 0
+    tw = np.bincount(labels, weights=w, minlength=k)
+    lo = np.minimum(tg * (1 - tolerance), tw) - tw
+    hi = np.maximum(tg * (1 + tolerance), tw) - tw
+    # territory balance: the change of t is what returns into t less what returns out of it
+    rows: list[np.ndarray] = [np.concatenate([prev[var], labels[var]])]
+    cols: list[np.ndarray] = [np.concatenate([np.arange(m), np.arange(m)])]
+    vals: list[np.ndarray] = [np.concatenate([w[var], -w[var]])]
+    lower: list[float] = (lo - 1e-9).tolist()
+    upper: list[float] = (hi + 1e-9).tolist()
+
+    def add_row(j: np.ndarray, coef: np.ndarray, high: float) -> None:
+        rows.append(np.full(len(j), len(upper)))
+        cols.append(np.asarray(j))
+        vals.append(np.asarray(coef, dtype=float))
+        lower.append(-np.inf)
+        upper.append(high)
+
+    # an atom returns only next to its previous territory as it will be:
+    # x_u <= sum(x_v: v returns to b) + sum(1 - x_v: v was moved into b)
+    indptr, indices = problem.indptr, problem.indices
+    for i, u in enumerate(var.tolist()):
+        b = int(prev[u])
+        nb = indices[indptr[u] : indptr[u + 1]]
+        if ((labels[nb] == b) & fixed[nb]).any():
+            continue
+        nb = nb[~fixed[nb]]
+        into, stay = nb[prev[nb] == b], nb[labels[nb] == b]
+        add_row(
+            np.concatenate([[i], index[into], index[stay]]),
+            np.concatenate([[1.0], -np.ones(len(into)), np.ones(len(stay))]),
+            float(len(stay)),
+        )
+    edges = np.column_stack([np.repeat(np.arange(n), np.diff(indptr)), indices])
+    ub = np.ones(m)
+    for solve in range(max_solves):
+        matrix = sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(upper), m)
+        )
+        with _native_stdout_silenced():
+            result = milp(
+                -w[var],
+                integrality=np.ones(m),
+                bounds=Bounds(0, ub),
+                constraints=[LinearConstraint(matrix, np.array(lower), np.array(upper))],
+                options={"node_limit": node_limit, "presolve": False, "mip_rel_gap": 0.01},
+            )
+        if result.x is None:
+            return labels.copy(), 0
+        x = np.round(result.x).astype(bool)
+        if not x.any():
+            return labels.copy(), 0
+        new = labels.copy()
+        new[var[x]] = prev[var[x]]
+        same = new[edges[:, 0]] == new[edges[:, 1]]
+        graph = sparse.csr_matrix(
+            (np.ones(int(same.sum())), (edges[same, 0], edges[same, 1])), shape=(n, n)
+        )
+        _, comp = connected_components(graph, directed=False)
+        found = given_up = 0
+        for t in np.unique(np.concatenate([prev[var[x]], labels[var[x]]])).tolist():
+            inside = np.nonzero(new == t)[0]
+            if not len(inside):  # emptied: not everything that left may leave
+                left = np.nonzero(x & (labels[var] == t))[0]
+                add_row(left, np.ones(len(left)), len(left) - 1.0)
+                found += 1
+                continue
+            parts = np.unique(comp[inside])
+            if len(parts) <= 1:
+                continue
+            at = np.searchsorted(parts, comp[inside])
+            # the main piece holds the most atoms that cannot leave, then the most weight
+            big = float(w.sum()) + 1.0
+            anchor = np.bincount(at, weights=fixed[inside] * big + w[inside], minlength=len(parts))
+            main = parts[int(np.argmax(anchor))]
+            for c in parts.tolist():
+                if c == main:
+                    continue
+                piece = inside[comp[inside] == c]
+                found += 1
+                near = np.zeros(n, dtype=bool)
+                near[piece] = True
+                border = np.unique(edges[near[edges[:, 0]], 1])
+                border = border[(new[border] != t) & ~fixed[border]]
+                # some border atom must end in t: sum(x: returns to t) + sum(1 - x: was moved into t)
+                pos, neg = border[prev[border] == t], border[labels[border] == t]
+                if not fixed[piece].any():
+                    # or some atom of the piece must not end in t
+                    mine = piece[~fixed[piece]]
+                    pos = np.concatenate([pos, mine[labels[mine] == t]])
+                    neg = np.concatenate([neg, mine[prev[mine] == t]])
+                if solve >= exact_solves:
+                    # the exact cuts converge slowly on some plans: from here on the returns
+                    # that made the piece (returned into it, or left t from its border) are
+                    # given up, so the solves end within max_solves
+                    gone = np.concatenate([index[pos], index[neg]])
+                    given_up += int(x[gone].sum())
+                    ub[gone[x[gone]]] = 0.0
+                    continue
+                # sum(x: pos) + sum(1 - x: neg) >= 1
+                add_row(
+                    np.concatenate([index[pos], index[neg]]),
+                    np.concatenate([-np.ones(len(pos)), np.ones(len(neg))]),
+                    len(neg) - 1.0,
+                )
+        if not found:
+            return new, int(x.sum())
+        if solve >= exact_solves and not given_up:
+            break
+    return labels.copy(), 0
