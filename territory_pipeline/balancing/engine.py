@@ -80,7 +80,13 @@ Algorithm
    pieces of heavy metros then move between the metro's territories as in
    step 4, and finally every moved atom goes back to its previous territory
    where no territory's deviation leaves the tolerance or grows beyond it
-   (:func:`.partition.return_moves`).
+   (:func:`.partition.return_moves`), then the largest set of moved atoms that
+   can go back *together* does (an integer program,
+   :func:`.partition.restore_moves`: a re-cut swaps atoms between territories,
+   which no single return undoes).  A plan still moving more than 1.25x the
+   least-move estimate (or beyond the tolerance) is relinked: returns are made
+   at the tolerance plus 1-3% and the search brings the plan back within the
+   tolerance from there (:func:`_relink`), kept when it moves less.
 
 Locked units/accounts are fixed to their rep (a lock on one unit of a light
 metro locks the whole metro, which is one atom).
@@ -126,6 +132,7 @@ from .partition import (
     neighbour_lists,
     polish,
     relocate,
+    restore_moves,
     return_moves,
     stays_connected,
 )
@@ -134,6 +141,8 @@ from .partition import (
 # makes 8 starts instead of 4 and re-cuts the neighbourhoods of territories left beyond the
 # tolerance (a regional team: seconds either way; at national size it found nothing)
 _THOROUGH_ATOMS = 2000
+# a rebalance moving more than this times the least-move estimate is relinked (:func:`_relink`)
+_RELINK_ABOVE = 1.25
 # seed offset between the re-runs of a regional plan that narrowly misses the tolerance
 _RESEED = 7919
 
@@ -297,13 +306,14 @@ def balance(
             least-move flow says, by lowest fill, and the flow between territories carried
             out), searches (:func:`_best_rebalance`), the heavy-metro cell refinement (first
             level only), returns and minimax moves; returns (key, labels, level, atom index,
-            rounds, moves)."""
+            rounds, moves, least-move estimate)."""
             starts = [
                 _start_from_previous(level, level.previous, homes, settings.tolerance if flow else None)
                 for flow in (True, False)
             ]
             if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
                 starts = starts[:1]
+            reference = _least_move_estimate(level, starts[0], settings.tolerance)
             # the least-move flow between territories, carried out by boundary moves
             flowed = _flow_start(level, starts[0], settings.tolerance / 2, deadline)
             if not any(np.array_equal(flowed, s) for s in starts):
@@ -312,13 +322,16 @@ def balance(
             if not fine:
                 labels, level, level_of, r2, m2 = refine(level, level_of, labels, params, False)
                 rounds, moves = rounds + r2, moves + m2
-            # weight passed along a chain and partly back: return what balance does not need
+            # weight passed along a chain and partly back: return what balance does not need,
+            # atom by atom, then jointly (a re-cut swapping atoms between territories)
             labels, returned = return_moves(level, labels, settings.tolerance)
+            labels, restored = restore_moves(level, labels, settings.tolerance)
+            returned += restored
             # a territory left beyond the tolerance next to a move that lowers the worse of two
             # deviations (the searches minimise a sum): make such moves
             labels, evened = minmax_moves(level, labels, settings.tolerance, deadline=deadline)
             key = _rebalance_key(level, labels, settings.tolerance)
-            return key, labels, level, level_of, rounds, moves + returned + evened
+            return key, labels, level, level_of, rounds, moves + returned + evened, reference
 
         # whole heavy-metro parts are lumps at the first level: a metro's holders trade its cells
         # only in the refinement, after the search has placed the lumps.  When the plan has heavy
@@ -328,9 +341,17 @@ def balance(
         if fine_groups.max(initial=-1) >= 0 and settings.whole_metro_parts:
             fine, fine_of = fine_problem()
             candidates.append(rebalance(fine, fine_of, True))
-        _, labels, problem, atom_of, rounds, moves = min(candidates, key=lambda c: c[0])
+        key, labels, problem, atom_of, rounds, moves, reference = min(candidates, key=lambda c: c[0])
         rounds = sum(c[4] for c in candidates)
         moves = sum(c[5] for c in candidates)
+        # a plan that needed a re-cut reshuffled more than balance needs: give back what a
+        # slightly wider tolerance allows, then restore the tolerance moving little (while at
+        # most half the time allowed is spent: at national size it takes a quarter of it)
+        if (key[1] > 0 or _moved_weight(problem, labels) > _RELINK_ABOVE * reference) and (
+            time.perf_counter() - started < settings.time_limit_seconds / 2
+        ):
+            labels, relinked = _relink(problem, labels, params, deadline)
+            moves += relinked
         start_name = "previous"
     else:
         coarse, coarse_of = problem, atom_of
@@ -512,6 +533,65 @@ def _best_rebalance(
         run(starts[0], replace(params, pair_moves=True))
     best = min(runs, key=lambda r: r[:2])
     return best[2], sum(r[3] for r in runs), sum(r[4] for r in runs)
+
+
+def _moved_weight(problem: PartitionProblem, labels: np.ndarray) -> float:
+    """Opportunity whose territory differs from its previous one (orphans included)."""
+    prev = problem.previous
+    return float(problem.weight[(prev < 0) | (prev != labels)].sum())
+
+
+def _least_move_estimate(problem: PartitionProblem, start: np.ndarray, tolerance: float) -> float:
+    """The orphans' weight plus the least-move flow between territories from ``start`` (the
+    previous plan with the orphans shared out): the reference of the disruption bar, as
+    ``disruption_ratio_flow`` measures it, estimated on the engine's own pieces."""
+    from .bounds import least_move_arcs
+
+    prev, w, k = problem.previous, problem.weight, problem.k
+    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
+    cross = start[src] != start[problem.indices]
+    pairs = np.unique(np.sort(np.column_stack([start[src], start[problem.indices]])[cross], axis=1), axis=0)
+    tw = np.bincount(start, weights=w, minlength=k)
+    solved = least_move_arcs(tw, problem.targets, tolerance, pairs, np.zeros(k))
+    flow = float(solved[1].sum()) if solved is not None else 0.0
+    return float(w[prev < 0].sum()) + flow
+
+
+def _relink(
+    problem: PartitionProblem, labels: np.ndarray, params: SearchParams, deadline: float
+) -> tuple[np.ndarray, int]:
+    """Move back towards the previous plan through a slightly unbalanced one.
+
+    A rebalance that needed a neighbourhood re-cut ends within the tolerance
+    but has reshuffled far more than balance needs, and no set of returns keeps
+    every territory within the tolerance (the re-cut's territories sit near its
+    edge).  So the returns are made (one by one, then jointly:
+    :func:`.partition.return_moves`, :func:`.partition.restore_moves`) at the
+    tolerance plus 1%, 2% and 3%, and from each such plan the local
+    search (which weighs disruption), the minimax moves and the returns at the
+    tolerance restore balance; a result is kept when it ranks better
+    (:func:`_rebalance_key`: balance first, then the opportunity moved), and the
+    next wider step starts from the best so far.  A plan left beyond the
+    tolerance is relinked too: the detour often gets it within.  Returns
+    (labels, atoms changed against the input).
+    """
+    tolerance = params.tolerance
+    best_key, best = _rebalance_key(problem, labels, tolerance), labels
+    for extra in (0.01, 0.02, 0.03):
+        if time.perf_counter() > deadline:
+            break
+        wider, returned = return_moves(problem, best, tolerance + extra)
+        wider, restored = restore_moves(problem, wider, tolerance + extra)
+        if not returned + restored:
+            continue
+        trial, _, _ = improve(problem, wider, params)
+        trial, _ = minmax_moves(problem, trial, tolerance, deadline=deadline)
+        trial, _ = return_moves(problem, trial, tolerance)
+        trial, _ = restore_moves(problem, trial, tolerance)
+        key = _rebalance_key(problem, trial, tolerance)
+        if key < best_key:
+            best_key, best = key, trial
+    return best, int((best != labels).sum())
 
 
 def _rebalance_key(problem: PartitionProblem, labels: np.ndarray, tolerance: float) -> tuple[int, int, float]:
