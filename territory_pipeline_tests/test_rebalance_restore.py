@@ -143,13 +143,43 @@ def test_relinking_through_a_wider_tolerance_moves_less_and_keeps_balance():
     assert better >= 9  # 12 of 14 when written
 
 
-def test_the_solver_stray_native_output_is_silenced(capfd):
+def test_the_solver_stray_native_output_is_silenced():
     import os
+    import subprocess
+    import sys
 
-    from territory_pipeline.balancing.partition import _native_stdout_silenced
+    # the solver writes with C printf, which the C library buffers when stdout is a pipe:
+    # the buffered line must not come out after the redirect ends
+    script = (
+        "import ctypes\n"
+        "from territory_pipeline.balancing.partition import _native_stdout_silenced\n"
+        "print('before', flush=True)\n"
+        "with _native_stdout_silenced():\n"
+        "    ctypes.CDLL(None).printf(b'HighsMipSolverData::transformNewIntegerFeasibleSolution\\n')\n"
+        "print('after', flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout == "before\nafter\n"
 
-    print("before", flush=True)
-    with _native_stdout_silenced():
-        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
-    print("after", flush=True)
-    assert capfd.readouterr().out == "before\nafter\n"
+
+def test_a_cut_never_forbids_a_connected_set_of_returns():
+    # found by review: a piece cut off by returns had no atom that cannot leave, and the old cut
+    # (some border atom in t, or some atom of the piece out of it) forbade the connected plan
+    # where t is that piece: nothing came back although atoms 6, 12 and 13 could
+    weight = np.array([1.57, 1.34, 0.57, 0.28, 1.14, 0.56, 1.27, 0.27, 1.65, 0.88, 0.76, 1.39, 1.84, 0.58])
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 0, 0, 1, 1, 1, 2, 2])
+    previous = np.array([3, 2, 2, 0, 0, 0, 1, 3, 3, 2, 2, 0, 1, 1])
+    problem = replace(_grid_problem(7, 2, 3, weight=weight), previous=previous)
+    out, returned = restore_moves(problem, labels, 10.0)
+    assert _moved(problem, out) <= _moved(problem, labels) - 3.69 + 1e-9
+    assert _connected_labels(problem, out) and returned >= 3
+    # and: the all-zero plan stayed feasible where the main piece held only returned atoms
+    weight = np.array([0.3, 1, 1, 1, 0.5, 1, 1, 1, 1, 1, 1, 1], dtype=float)
+    labels = np.array([0, 1, 1, 1, 2, 2, 1, 1, 1, 1, 2, 2])
+    previous = np.array([2, 1, 1, 0, 1, 2, 1, 1, 1, 0, 2, 2])
+    problem = replace(_grid_problem(6, 2, 3, weight=weight), previous=previous)
+    out, returned = restore_moves(problem, labels, 10.0)
+    assert returned >= 1 and out[4] == 1 and _connected_labels(problem, out)

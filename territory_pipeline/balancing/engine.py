@@ -325,7 +325,7 @@ def balance(
             # weight passed along a chain and partly back: return what balance does not need,
             # atom by atom, then jointly (a re-cut swapping atoms between territories)
             labels, returned = return_moves(level, labels, settings.tolerance)
-            labels, restored = restore_moves(level, labels, settings.tolerance)
+            labels, restored = restore_moves(level, labels, settings.tolerance, deadline=deadline)
             returned += restored
             # a territory left beyond the tolerance next to a move that lowers the worse of two
             # deviations (the searches minimise a sum): make such moves
@@ -581,13 +581,13 @@ def _relink(
         if time.perf_counter() > deadline:
             break
         wider, returned = return_moves(problem, best, tolerance + extra)
-        wider, restored = restore_moves(problem, wider, tolerance + extra)
+        wider, restored = restore_moves(problem, wider, tolerance + extra, deadline=deadline)
         if not returned + restored:
             continue
         trial, _, _ = improve(problem, wider, params)
         trial, _ = minmax_moves(problem, trial, tolerance, deadline=deadline)
         trial, _ = return_moves(problem, trial, tolerance)
-        trial, _ = restore_moves(problem, trial, tolerance)
+        trial, _ = restore_moves(problem, trial, tolerance, deadline=deadline)
         key = _rebalance_key(problem, trial, tolerance)
         if key < best_key:
             best_key, best = key, trial

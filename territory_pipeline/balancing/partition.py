@@ -1764,29 +1764,55 @@ def minmax_moves(
     return labels, moves
 
 
+def _c_flush() -> None:
+    """Flush the C library's stdio buffers (where the solver's printf output waits)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to load (not on a POSIX system)
+        pass
+
+
 @contextmanager
 def _native_stdout_silenced():
     """Silence the process's native stdout (file descriptor 1) for a solve.
 
     The HiGHS build inside scipy prints a stray debug line
     (``HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();``)
-    straight to the C stdout during some MIP solves, whatever its output
-    options (ERGO-Code/HiGHS#2783); it would land in run logs.  Python's own
-    stdout is flushed before and after, so nothing of ours is lost.
+    with C ``printf`` during some MIP solves, whatever its output options
+    (ERGO-Code/HiGHS#2783); it would land in run logs.  Python's stdout and the
+    C library's buffers are flushed before the redirect (so nothing written
+    earlier is lost), and the C buffers again before fd 1 is restored (so the
+    solver's buffered lines go to the null device).  The redirect is
+    process-wide: other threads' native output during a solve is dropped too.
     """
     try:
         sys.stdout.flush()
+    except (AttributeError, ValueError, OSError):  # no stdout, or closed
+        pass
+    try:
         saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):
+    except OSError:  # no fd 1: nothing to silence
+        saved = None
+    if saved is not None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # no null device: leave the output alone
+            os.close(saved)
+            saved = None
+    if saved is None:
         yield
         return
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
+        _c_flush()
+        os.dup2(null, 1)
+        yield
     finally:
+        _c_flush()
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(null)
 
 
 def restore_moves(
@@ -1796,6 +1822,7 @@ def restore_moves(
     max_solves: int = 20,
     exact_solves: int = 8,
     node_limit: int = 100,
+    deadline: float = math.inf,
 ) -> tuple[np.ndarray, int]:
     """Return the largest set of moved atoms to their previous territory at once.
 
@@ -1811,18 +1838,21 @@ def restore_moves(
     side than it is now; an atom returns only next to its previous territory
     as it will be (a neighbour that stays there, returns there too, or was
     moved there and stays); a heavy-metro atom returns only to a territory
-    already holding its metro.  Territories are checked for connectivity on
-    each solution; a territory found in pieces adds a cut and the program is
-    solved again: some atom on the piece's border must end in the territory,
-    or (when every atom of the piece could leave or stay out) some atom of the
-    piece must not (a vertex-separator inequality, valid for every connected
-    solution).  These exact cuts can take many solves to converge, so after
+    already holding its metro (so a territory made only of returning atoms is
+    not considered).  Territories are checked for connectivity on each
+    solution; a territory found in pieces adds a cut and the program is solved
+    again: for an atom a of the stray piece and an atom m of the main piece
+    (atoms that cannot leave where there are some), a and m are not both in
+    the territory, or an atom on the piece's border is (a vertex-separator
+    inequality, valid for every connected solution); an emptied territory
+    needs one of the atoms that may be in it.  These exact cuts can take many solves to converge, so after
     ``exact_solves`` solves the returns that made a piece (into it, or out of
     the territory at its border) are given up instead, and at most
     ``max_solves`` solves are made.  ``node_limit`` and a 1% optimality gap
     bound each solve by work, not time, so the result does not depend on the
-    machine's speed.  Returns (labels, atoms returned); the labels are
-    unchanged when no connected solution is found.
+    machine's speed, unless ``deadline`` (a time.perf_counter() value) comes
+    first.  Returns (labels, atoms returned); the labels are unchanged when no
+    connected solution is found.
     """
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
@@ -1877,18 +1907,49 @@ def restore_moves(
             float(len(stay)),
         )
     edges = np.column_stack([np.repeat(np.arange(n), np.diff(indptr)), indices])
+
+    def ends_in(v: int, t: int) -> tuple[float, dict[int, float]]:
+        """Atom v ends in territory t, as a constant plus x terms."""
+        j = int(index[v])
+        if j < 0:
+            return (1.0 if labels[v] == t else 0.0), {}
+        if prev[v] == t:
+            return 0.0, {j: 1.0}
+        if labels[v] == t:
+            return 1.0, {j: -1.0}
+        return 0.0, {}
+
+    def add_at_least_one(terms: list[tuple[float, dict[int, float]]]) -> None:
+        """Add the row sum(terms) >= 1, each term a constant plus x terms."""
+        const, coef = 0.0, {}
+        for c, d in terms:
+            const += c
+            for j, v in d.items():
+                coef[j] = coef.get(j, 0.0) + v
+        j = np.fromiter(coef, dtype=np.int64, count=len(coef))
+        add_row(j, -np.fromiter(coef.values(), dtype=float, count=len(coef)), const - 1.0)
+
+    def leaves(v: int, t: int) -> tuple[float, dict[int, float]]:
+        c, d = ends_in(v, t)
+        return 1.0 - c, {j: -x for j, x in d.items()}
+
     ub = np.ones(m)
     for solve in range(max_solves):
+        if time.perf_counter() > deadline:
+            break
         matrix = sparse.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(upper), m)
         )
+        options = {"node_limit": node_limit, "presolve": False, "mip_rel_gap": 0.01}
+        if math.isfinite(deadline):
+            options["time_limit"] = max(deadline - time.perf_counter(), 0.1)
         with _native_stdout_silenced():
             result = milp(
                 -w[var],
                 integrality=np.ones(m),
                 bounds=Bounds(0, ub),
                 constraints=[LinearConstraint(matrix, np.array(lower), np.array(upper))],
-                options={"node_limit": node_limit, "presolve": False, "mip_rel_gap": 0.01},
+                options=options,
             )
         if result.x is None:
             return labels.copy(), 0
@@ -1902,54 +1963,61 @@ def restore_moves(
             (np.ones(int(same.sum())), (edges[same, 0], edges[same, 1])), shape=(n, n)
         )
         _, comp = connected_components(graph, directed=False)
-        found = given_up = 0
+        order = np.argsort(new, kind="stable")
+        start = np.searchsorted(new[order], np.arange(k + 1))
+        # an atom stays in t whatever the returns (fixed), or stays in this solution
+        staying = fixed | ~np.isin(np.arange(n), var[x])
+        found = added = given_up = 0
         for t in np.unique(np.concatenate([prev[var[x]], labels[var[x]]])).tolist():
-            inside = np.nonzero(new == t)[0]
-            if not len(inside):  # emptied: not everything that left may leave
-                left = np.nonzero(x & (labels[var] == t))[0]
-                add_row(left, np.ones(len(left)), len(left) - 1.0)
+            inside = order[start[t] : start[t + 1]]
+            if not len(inside):  # emptied: some atom that may be in t must end there
+                may = var[(labels[var] == t) | (prev[var] == t)]
+                add_at_least_one([ends_in(int(v), t) for v in may.tolist()])
                 found += 1
+                added += 1
                 continue
             parts = np.unique(comp[inside])
             if len(parts) <= 1:
                 continue
             at = np.searchsorted(parts, comp[inside])
-            # the main piece holds the most atoms that cannot leave, then the most weight
+            # the main piece holds the most atoms that cannot leave, then that stay, then weight
             big = float(w.sum()) + 1.0
-            anchor = np.bincount(at, weights=fixed[inside] * big + w[inside], minlength=len(parts))
+            anchor = np.bincount(
+                at,
+                weights=fixed[inside] * big * big + staying[inside] * big + w[inside],
+                minlength=len(parts),
+            )
             main = parts[int(np.argmax(anchor))]
+            mains = inside[comp[inside] == main]
+            # m: an atom of the main piece, one that cannot leave when there is one
+            m_atom = int(mains[np.argmax(fixed[mains] * big + w[mains])])
             for c in parts.tolist():
                 if c == main:
                     continue
                 piece = inside[comp[inside] == c]
                 found += 1
-                near = np.zeros(n, dtype=bool)
-                near[piece] = True
-                border = np.unique(edges[near[edges[:, 0]], 1])
+                border = np.unique(
+                    np.concatenate([indices[indptr[v] : indptr[v + 1]] for v in piece.tolist()])
+                )
                 border = border[(new[border] != t) & ~fixed[border]]
-                # some border atom must end in t: sum(x: returns to t) + sum(1 - x: was moved into t)
-                pos, neg = border[prev[border] == t], border[labels[border] == t]
-                if not fixed[piece].any():
-                    # or some atom of the piece must not end in t
-                    mine = piece[~fixed[piece]]
-                    pos = np.concatenate([pos, mine[labels[mine] == t]])
-                    neg = np.concatenate([neg, mine[prev[mine] == t]])
                 if solve >= exact_solves:
                     # the exact cuts converge slowly on some plans: from here on the returns
-                    # that made the piece (returned into it, or left t from its border) are
+                    # that made the piece (returned into it, or left t at its border) are
                     # given up, so the solves end within max_solves
-                    gone = np.concatenate([index[pos], index[neg]])
-                    given_up += int(x[gone].sum())
-                    ub[gone[x[gone]]] = 0.0
+                    gone = np.concatenate([index[piece[~fixed[piece]]], index[border]])
+                    gone = gone[x[gone]]
+                    given_up += len(gone)
+                    ub[gone] = 0.0
                     continue
-                # sum(x: pos) + sum(1 - x: neg) >= 1
-                add_row(
-                    np.concatenate([index[pos], index[neg]]),
-                    np.concatenate([-np.ones(len(pos)), np.ones(len(neg))]),
-                    len(neg) - 1.0,
+                # a and m both in t need a path between them, through the piece's border:
+                # (1 - y_a) + (1 - y_m) + sum(y_s: s on the border) >= 1  (y: ends in t)
+                a_atom = int(piece[np.argmax(fixed[piece] * big + w[piece])])
+                add_at_least_one(
+                    [leaves(a_atom, t), leaves(m_atom, t)] + [ends_in(int(v), t) for v in border.tolist()]
                 )
+                added += 1
         if not found:
             return new, int(x.sum())
-        if solve >= exact_solves and not given_up:
+        if not added and not given_up:
             break
     return labels.copy(), 0
