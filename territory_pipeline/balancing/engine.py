@@ -83,7 +83,8 @@ Algorithm
    (:func:`.partition.return_moves`), then the largest set of moved atoms that
    can go back *together* does (an integer program,
    :func:`.partition.restore_moves`: a re-cut swaps atoms between territories,
-   which no single return undoes).  A plan still moving more than 1.25x the
+   which no single return undoes), when after the minimax moves the plan with
+   them ranks no worse than the plan without them.  A plan still moving more than 1.25x the
    least-move estimate (or beyond the tolerance) is relinked: returns are made
    at the tolerance plus 1-3% and the search brings the plan back within the
    tolerance from there (:func:`_relink`), kept when it moves less.
@@ -325,12 +326,18 @@ def balance(
             # weight passed along a chain and partly back: return what balance does not need,
             # atom by atom, then jointly (a re-cut swapping atoms between territories)
             labels, returned = return_moves(level, labels, settings.tolerance)
-            labels, restored = restore_moves(level, labels, settings.tolerance, deadline=deadline)
-            returned += restored
+            restored, joint = restore_moves(level, labels, settings.tolerance, deadline=deadline)
             # a territory left beyond the tolerance next to a move that lowers the worse of two
-            # deviations (the searches minimise a sum): make such moves
+            # deviations (the searches minimise a sum): make such moves.  The joint returns keep
+            # every territory within its band but can take a minimax move's partner away, so
+            # the plan with them competes with the plan without them
             labels, evened = minmax_moves(level, labels, settings.tolerance, deadline=deadline)
             key = _rebalance_key(level, labels, settings.tolerance)
+            if joint:
+                restored, evened2 = minmax_moves(level, restored, settings.tolerance, deadline=deadline)
+                key2 = _rebalance_key(level, restored, settings.tolerance)
+                if key2 <= key:
+                    labels, key, evened, returned = restored, key2, evened2, returned + joint
             return key, labels, level, level_of, rounds, moves + returned + evened, reference
 
         # whole heavy-metro parts are lumps at the first level: a metro's holders trade its cells
