@@ -548,6 +548,15 @@ def _moved_weight(problem: PartitionProblem, labels: np.ndarray) -> float:
     return float(problem.weight[(prev < 0) | (prev != labels)].sum())
 
 
+def _touching_pairs(problem: PartitionProblem, node: np.ndarray) -> np.ndarray:
+    """The distinct pairs (a, b), a < b, of node labels whose atoms are adjacent: the edges of
+    the territory graph the least-move flow runs on."""
+    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
+    a, b = node[src], node[problem.indices]
+    cross = a != b
+    return np.unique(np.sort(np.column_stack([a, b])[cross], axis=1), axis=0)
+
+
 def _least_move_estimate(problem: PartitionProblem, start: np.ndarray, tolerance: float) -> float:
     """The orphans' weight plus the least-move flow between territories from ``start`` (the
     previous plan with the orphans shared out): the reference of the disruption bar, as
@@ -555,11 +564,8 @@ def _least_move_estimate(problem: PartitionProblem, start: np.ndarray, tolerance
     from .bounds import least_move_arcs
 
     prev, w, k = problem.previous, problem.weight, problem.k
-    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
-    cross = start[src] != start[problem.indices]
-    pairs = np.unique(np.sort(np.column_stack([start[src], start[problem.indices]])[cross], axis=1), axis=0)
     tw = np.bincount(start, weights=w, minlength=k)
-    solved = least_move_arcs(tw, problem.targets, tolerance, pairs, np.zeros(k))
+    solved = least_move_arcs(tw, problem.targets, tolerance, _touching_pairs(problem, start), np.zeros(k))
     flow = float(solved[1].sum()) if solved is not None else 0.0
     return float(w[prev < 0].sum()) + flow
 
@@ -1528,15 +1534,12 @@ def _flow_start(
     from .bounds import least_move_arcs
 
     k = problem.k
-    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
-    dst = problem.indices
     shut: set[tuple[int, int]] = set()
     out = labels
     for _ in range(8):
         if time.perf_counter() > deadline:
             break
-        cross = out[src] != out[dst]
-        pairs = np.unique(np.sort(np.column_stack([out[src], out[dst]])[cross], axis=1), axis=0)
+        pairs = _touching_pairs(problem, out)
         tw = np.bincount(out, weights=problem.weight, minlength=k)
         locked_all = np.bincount(out, minlength=k) == np.bincount(
             out[problem.locked >= 0], minlength=k
@@ -1579,16 +1582,13 @@ def _orphan_quotas(
     free = labels < 0
     if not free.any():
         return None
-    n, k = problem.n, problem.k
+    k = problem.k
     comp = _edge_components(problem, lambda s, d: free[s] & free[d])
-    src = np.repeat(np.arange(n), np.diff(problem.indptr))
-    dst = problem.indices
     node = np.where(free, 0, labels)
     codes = np.unique(comp[free], return_inverse=True)[1]
     node[free] = k + codes
     groups = int(codes.max()) + 1
-    cross = node[src] != node[dst]
-    pairs = np.unique(np.sort(np.column_stack([node[src], node[dst]])[cross], axis=1), axis=0)
+    pairs = _touching_pairs(problem, node)
     w = problem.weight
     tw = np.bincount(labels[~free], weights=w[~free], minlength=k)
     sources = np.zeros(k + groups)

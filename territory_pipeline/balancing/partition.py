@@ -45,6 +45,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cache
 from itertools import pairwise
 
 import numpy as np
@@ -1764,14 +1765,22 @@ def minmax_moves(
     return labels, moves
 
 
+@cache
+def _libc():
+    """The process's C library (None where it cannot be loaded, off POSIX systems)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
 def _c_flush() -> None:
     """Flush the C library's stdio buffers (where the solver's printf output waits)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):  # no C library to load (not on a POSIX system)
-        pass
+    libc = _libc()
+    if libc is not None and hasattr(libc, "fflush"):
+        libc.fflush(None)
 
 
 @contextmanager
@@ -1965,8 +1974,9 @@ def restore_moves(
         _, comp = connected_components(graph, directed=False)
         order = np.argsort(new, kind="stable")
         start = np.searchsorted(new[order], np.arange(k + 1))
-        # an atom stays in t whatever the returns (fixed), or stays in this solution
-        staying = fixed | ~np.isin(np.arange(n), var[x])
+        # atoms that do not return in this solution (fixed ones never do)
+        staying = np.ones(n, dtype=bool)
+        staying[var[x]] = False
         found = added = given_up = 0
         for t in np.unique(np.concatenate([prev[var[x]], labels[var[x]]])).tolist():
             inside = order[start[t] : start[t + 1]]
