@@ -203,3 +203,44 @@ def test_a_neighbourhood_recut_knows_where_its_atoms_were():
     assert sub.previous.tolist() == [0, 0, 0, 1, 1, 1, 1, -1]
     sub, _ = _subproblem(problem, np.arange(4, 12), np.array([2, 1]))
     assert sub.previous.tolist() == [1, 1, 1, 0, 0, 0, 0, -1]
+
+
+def test_the_flow_reference_counts_a_departed_rep_holding_only_parts_of_units():
+    # the departed rep A held a minority of unit U1 (the cells of a heavy metro's unit were split
+    # between territories); its weight must still be passed on, to the rep holding most of U1
+    import polars as pl
+
+    from territory_pipeline.balancing import evaluate_plan
+
+    units = pl.DataFrame(
+        {
+            "unit_id": ["U1", "U2", "U3"],
+            "weight": [4.0, 2.0, 4.0],
+            "provider_count": [2, 1, 1],
+            "latitude": [40.0, 40.0, 40.0],
+            "longitude": [-100.0, -99.9, -99.8],
+            "cbsa_code": [None, None, None],
+        },
+        schema_overrides={"cbsa_code": pl.Utf8},
+    )
+    adjacency = pl.DataFrame({"unit_id": ["U1", "U2", "U2", "U3"], "neighbor_unit_id": ["U2", "U1", "U3", "U2"]})
+    providers = pl.DataFrame(
+        {
+            "npi": ["1", "2", "3", "4"],
+            "unit_id": ["U1", "U1", "U2", "U3"],
+            "latitude": [40.0, 40.0, 40.0, 40.0],
+            "longitude": [-100.0, -100.0, -99.9, -99.8],
+            "weight": [1.0, 3.0, 2.0, 4.0],
+        }
+    )
+    previous = pl.DataFrame({"npi": ["1", "2", "3", "4"], "rep_id": ["A", "B", "B", "C"]})
+    reps = pl.DataFrame(
+        {"rep_id": ["B", "C"], "rep_name": ["B", "C"], "home_latitude": [None, None], "home_longitude": [None, None], "capacity": [1.0, 1.0]},
+        schema_overrides={"home_latitude": pl.Float64, "home_longitude": pl.Float64},
+    )
+    assignments = pl.DataFrame({"unit_id": ["U1", "U2", "U3"], "rep_id": ["B", "C", "C"]})
+    _, m = evaluate_plan(units, assignments, reps, adjacency, providers=providers, previous=previous)
+    # targets 5: A's 1 goes to B (6), which passes 0.75 on to C (4 -> 4.75, within 5%): 1.75 of 10
+    assert m["least_move_flow_share"] == pytest.approx(0.175)
+    assert m["moved_opportunity_share"] == pytest.approx(0.3)  # A's 1 and U2's 2
+    assert m["disruption_ratio_flow"] == pytest.approx(0.3 / 0.175)

@@ -661,12 +661,10 @@ def _least_move_flow(
         .group_by("unit_id", maintain_order=True)
         .first()
     )
+    # every departed rep of the previous plan, also one holding only minority shares of units
+    # (the cells of a heavy metro's unit split between territories)
     departed = sorted(
-        {
-            r
-            for r in per_unit["prev_rep"].to_list()
-            if r is not None and r not in rep_index
-        }
+        {r for r in rows["prev_rep"].to_list() if r is not None and r not in rep_index}
     )
     node = {**rep_index, **{r: k + i for i, r in enumerate(departed)}}
     unit_node = {
@@ -686,6 +684,11 @@ def _least_move_flow(
         ],
     )
     pairs = set()
+    # a rep holding part of a unit borders the rep holding most of it
+    for a, r in rows.select("unit_id", "prev_rep").unique().iter_rows():
+        x, y = unit_node.get(a), node.get(r)
+        if x is not None and y is not None and x != y:
+            pairs.add((min(x, y), max(x, y)))
     for a, b in adjacency.select("unit_id", "neighbor_unit_id").iter_rows():
         x, y = unit_node.get(a), unit_node.get(b)
         if x is not None and y is not None and x != y:
