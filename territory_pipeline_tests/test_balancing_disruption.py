@@ -38,9 +38,8 @@ def _territory_graph(plan) -> nx.Graph:
     return g
 
 
-def _far_and_settled(plan, after, g: nx.Graph, origin: str) -> set[str]:
+def _far_and_settled(plan, g: nx.Graph, origin: str, target: float) -> set[str]:
     """Territories 3+ steps from ``origin`` that, with their neighbours, start inside the new band."""
-    target = after.territories["target_score"][0]
     old_w = dict(plan.territories.select("rep_id", "opportunity_score").iter_rows())
     inside = {r for r, w in old_w.items() if abs(w / target - 1) <= 0.05}
     hops = nx.single_source_shortest_path_length(g, origin)
@@ -52,9 +51,15 @@ def _far_and_settled(plan, after, g: nx.Graph, origin: str) -> set[str]:
 
 
 def _most_connected_rep(plan) -> str:
-    """The rep whose territory borders the most others (its orphans can reach the most neighbours)."""
+    """The rep whose territory borders the most others (its orphans can reach the most neighbours),
+    among those leaving territories three or more steps away with no reason to change (the
+    property tested below is void without them; one rep fewer makes the target 25/24 of the old)."""
     g = _territory_graph(plan)
-    return max(g.nodes, key=lambda r: (g.degree(r), r))
+    target = plan.territories["target_score"][0] * 25 / 24
+    return max(
+        (r for r in g.nodes if _far_and_settled(plan, g, r, target)),
+        key=lambda r: (g.degree(r), len(_far_and_settled(plan, g, r, target)), r),
+    )
 
 
 def test_removing_a_rep_moves_little_and_only_nearby(base):
@@ -83,7 +88,7 @@ def test_removing_a_rep_moves_little_and_only_nearby(base):
     # territories three or more steps away from the departed one keep every unit they had, unless
     # the new targets push them or a neighbour outside the band (then they must trade anyway)
     g = _territory_graph(plan)
-    far = _far_and_settled(plan, after, g, gone)
+    far = _far_and_settled(plan, g, gone, after.territories["target_score"][0])
     assert far
     old = plan.unit_assignments.select("unit_id", pl.col("rep_id").alias("old"))
     new = after.unit_assignments.select("unit_id", pl.col("rep_id").alias("new"))
@@ -127,7 +132,7 @@ def test_adding_a_rep_carves_from_neighbours(base):
     assert donors <= {home_rep, *g.neighbors(home_rep)} | {
         n for d in g.neighbors(home_rep) for n in g.neighbors(d)
     }
-    far = _far_and_settled(plan, after, g, home_rep)
+    far = _far_and_settled(plan, g, home_rep, after.territories["target_score"][0])
     assert far
     new = dict(after.unit_assignments.select("unit_id", "rep_id").iter_rows())
     assert all(new[u] == r for u, r in old.items() if r in far)
