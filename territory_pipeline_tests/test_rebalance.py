@@ -68,7 +68,9 @@ def test_rep_left_shares_out_only_the_affected_territory(world):
     db = world["db"]
     before = read(db, "select npi, territory_id, rep_id from territory_assignments order by npi")
     territories_before = read(db, "select territory_id, rep_id from territories order by 1")
-    leaving = territories_before["rep_id"][6]
+    # on the sample plan this rep's departure is absorbed within the two-hop locality (REP07's,
+    # the 7th, is not: the plan widens, the branch below)
+    leaving = territories_before["rep_id"][7]
     (world["events"] / "reps").mkdir(parents=True)
     (world["events"] / "reps" / "leaver.json").write_text(json.dumps({"event_id": "left-1", "event_type": "rep_left", "rep_id": leaving}))
 
@@ -112,9 +114,14 @@ def test_rep_left_shares_out_only_the_affected_territory(world):
     shared = before.join(clusters, on="npi").group_by("cluster_id").agg(pl.col("rep_id").unique()).filter(pl.col("rep_id").list.len() > 1)
     in_split_metro = set(shared["rep_id"].explode().to_list())
     far = ({rep for rep, d in steps.items() if d >= 3} & fitting) - in_split_metro
-    assert far and far <= set(untouched)
     metrics = read(db, "select metric, value from plan_metrics")
     values = dict(zip(metrics["metric"], metrics["value"]))
+    assert far
+    if values["locality_steps"] == 2:  # the configured locality restored the balance
+        assert far <= set(untouched)
+    else:  # it widened because the configured locality left the plan beyond the tolerance
+        assert values["locality_configured_imbalance"] > 0.05
+        assert values["locality_steps"] in (3, 4, 0)
     assert values["moved_provider_share"] * before.height >= orphans
     assert values["imbalance"] < 0.20  # not a blocking imbalance: the exports are written
     # Moved at most 1.5x the least contiguous move that restores balance.

@@ -209,6 +209,11 @@ def territory_plan(
     if len(chosen.tried) > 1:
         context.log.info(f"rep event {config.event_id}: kept the plan with locality {chosen.steps or 'off'} ({len(chosen.tried)} widths tried)")
     metrics = dict(plan.metrics)
+    if chosen.tried[0][1].movable_territories is not None:
+        # a rep event's reach: the hops kept (0: the whole plan) and the imbalance the configured
+        # locality left, which is why it widened when the two differ
+        metrics["locality_steps"] = chosen.steps
+        metrics["locality_configured_imbalance"] = chosen.tried[0][2].metrics["imbalance"]
     seconds = metrics.pop("seconds", None)  # run time: metadata only, so stored rows stay deterministic
     context.log.info(
         f"alignment {this_id} ({mode}): imbalance {metrics['imbalance']:.2%}, bound {metrics['granularity_bound']:.2%}, "
