@@ -13,6 +13,7 @@ metros are cut into H3 parts) and the same adjacency, and scored by the same
   the sample-sized universe only.
 
 Usage: .venv/bin/python benchmarks/balancing_bench.py [--national] [--million]
+       .venv/bin/python benchmarks/balancing_bench.py --seeds 0-7
 Prints a markdown table per universe; "vs greedy" is the ratio of imbalance.
 """
 
@@ -214,9 +215,9 @@ def table(title: str, rows: list[dict]) -> str:
         "",
         (
             "| method | regions | imbalance | vs greedy | max/min | cv | bound | neighbourhood bound | compact mi | "
-            "metro splits (beyond) | disconnected | provider imb. | seconds | note |"
+            "inertia mi² | metro splits (beyond) | disconnected | provider imb. | seconds | note |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = (
@@ -227,10 +228,40 @@ def table(title: str, rows: list[dict]) -> str:
         out.append(
             f"| {r['method']} | {r['regions']} | {r['imbalance']:.3f} | {ratio:.2f} | {r['max_min_ratio']:.2f} | "
             f"{r['cv']:.3f} | {r['granularity_bound']:.3f} | {r['neighbourhood_bound']:.3f} | "
-            f"{r['compactness_mean_miles']:.1f} | "
+            f"{r['compactness_mean_miles']:.1f} | {r['inertia_sq_miles']:,.0f} | "
             f"{r['metro_splits']} ({r['metros_split_beyond_bound']}) | {r['disconnected_territories']} | "
             f"{r['provider_imbalance']:.3f} | {r['seconds']:.1f} | {r['note']} |"
         )
+    return "\n".join(out)
+
+
+def seed_table(seeds: list[int]) -> str:
+    """Engine against the greedy on the sample-sized universe drawn from several seeds."""
+    out = [
+        "### Sample-sized universes (3,000 providers, 20 territories) by seed: engine vs greedy",
+        "",
+        (
+            "| seed | engine imbalance | greedy imbalance | engine compact mi | greedy compact mi | "
+            "engine inertia mi² | greedy inertia mi² | engine s |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sums = np.zeros(4)
+    for seed in seeds:
+        engine, greedy = run_universe(3000, 20, peers=False, seed=seed, only_greedy=True)
+        sums += [
+            engine["compactness_mean_miles"],
+            greedy["compactness_mean_miles"],
+            engine["inertia_sq_miles"],
+            greedy["inertia_sq_miles"],
+        ]
+        out.append(
+            f"| {seed} | {engine['imbalance']:.3f} | {greedy['imbalance']:.3f} | "
+            f"{engine['compactness_mean_miles']:.1f} | {greedy['compactness_mean_miles']:.1f} | "
+            f"{engine['inertia_sq_miles']:,.0f} | {greedy['inertia_sq_miles']:,.0f} | {engine['seconds']:.1f} |"
+        )
+    m = sums / len(seeds)
+    out.append(f"| mean | | | {m[0]:.1f} | {m[1]:.1f} | {m[2]:,.0f} | {m[3]:,.0f} | |")
     return "\n".join(out)
 
 
@@ -246,7 +277,15 @@ def main() -> None:
         action="store_true",
         help="also run 1,000,000 providers / 300 (engine, greedy)",
     )
+    parser.add_argument(
+        "--seeds",
+        help="instead: the sample-sized universe drawn from these seeds, engine vs greedy (e.g. 0-7)",
+    )
     args = parser.parse_args()
+    if args.seeds:
+        lo, _, hi = args.seeds.partition("-")
+        print(seed_table(list(range(int(lo), int(hi or lo) + 1))))
+        return
     print(
         table(
             "Sample universe: 3,000 providers, 20 territories",
