@@ -493,6 +493,18 @@ def _cut_off(
     if len(ring) <= 1:
         return []
     want = set(ring)
+    # fast path: u's neighbours in a linked among themselves (the usual case on a Delaunay or
+    # H3 graph) keep a connected, since every path to u in a ends at one of them
+    reached = {ring[0]}
+    stack = [ring[0]]
+    while stack:
+        x = stack.pop()
+        for y in nbrs[x]:
+            if y in want and y not in reached:
+                reached.add(y)
+                stack.append(y)
+    if len(reached) == len(want):
+        return []
     comp_of: dict[int, int] = {}
     comps: list[list[int]] = []
     for r in ring:
