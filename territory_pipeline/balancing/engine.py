@@ -330,7 +330,7 @@ def balance(
                 starts = starts[:1]
             reference = _least_move_estimate(level, starts[0], settings.tolerance)
             # the least-move flow between territories, carried out by boundary moves
-            flowed = _flow_start(level, starts[0], settings.tolerance / 2, deadline)
+            flowed = _flow_start(level, starts[0], settings.tolerance / 2, deadline, settings.tolerance)
             if not any(np.array_equal(flowed, s) for s in starts):
                 starts.append(flowed)
             labels, rounds, moves = _best_rebalance(level, starts, params)
@@ -1636,7 +1636,11 @@ def _start_from_previous(
 
 
 def _flow_start(
-    problem: PartitionProblem, labels: np.ndarray, aim: float, deadline: float = math.inf
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    aim: float,
+    deadline: float = math.inf,
+    overshoot: float = 0.0,
 ) -> np.ndarray:
     """``labels`` with the least-move flow between territories carried out by boundary moves.
 
@@ -1669,7 +1673,7 @@ def _flow_start(
         if not keep.any():
             break
         arcs, flow = arcs[keep], flow[keep]
-        out, _, carried = flow_moves(problem, out, arcs, flow, deadline)
+        out, _, carried = flow_moves(problem, out, arcs, flow, deadline, overshoot)
         short = carried < 0.5 * flow
         if not short.any():
             break

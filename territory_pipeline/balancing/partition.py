@@ -1678,6 +1678,7 @@ def flow_moves(
     arcs: np.ndarray,
     flow: np.ndarray,
     deadline: float = math.inf,
+    overshoot: float = 0.0,
 ) -> tuple[np.ndarray, int, np.ndarray]:
     """Carry weight between neighbouring territories as a flow says.
 
@@ -1685,7 +1686,10 @@ def flow_moves(
     boundary atoms, starting at their common border and growing inward
     (nearest b's weighted centre first), while the weight still to carry falls:
     an atom is taken when it leaves less to carry than before (weight above
-    zero and below twice what is left); an atom whose removal would cut a apart
+    zero and below twice what is left, plus ``overshoot`` x b's target: a lump
+    that overshoots the flow within a tolerance band is passed on by the next
+    solve, where a border made only of heavy cut atoms would carry nothing);
+    an atom whose removal would cut a apart
     goes with the piece it would cut off, when the two together qualify.  a
     stays connected and non-empty, locked atoms stay, heavy-metro holding is
     respected (as in the local search).  So weight passed along a chain
@@ -1705,6 +1709,7 @@ def flow_moves(
         a, b, need = int(arcs[i, 0]), int(arcs[i, 1]), float(flow[i])
         if need <= _EPS:
             continue
+        spare = overshoot * problem.targets[b]
         inside = labels == b
         centre = (xy[inside] * w[inside, None]).sum(axis=0) / max(w[inside].sum(), _EPS)
         if not w[inside].sum() > 0:
@@ -1721,12 +1726,12 @@ def flow_moves(
             if not heap or need <= _EPS:
                 break
             _, u = heapq.heappop(heap)
-            if labels[u] != a or problem.locked[u] >= 0 or not w[u] < 2 * need:
+            if labels[u] != a or problem.locked[u] >= 0 or not w[u] < 2 * need + spare:
                 continue
             # an atom whose removal would cut a apart takes the cut-off piece along
             chunk = [u, *_cut_off(u, a, labels, nbrs, w)]
             lump = float(w[chunk].sum())
-            if not _EPS < lump < 2 * need or state.count[a] <= len(chunk):
+            if not _EPS < lump < 2 * need + spare or state.count[a] <= len(chunk):
                 queued.discard(u)  # may come free once a neighbour has gone
                 continue
             if (problem.locked[chunk] >= 0).any() or not state.chunk_allowed(chunk, b):
