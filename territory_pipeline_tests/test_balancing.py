@@ -370,6 +370,10 @@ def test_bad_inputs_raise_clear_errors():
         )
     with pytest.raises(ValueError, match="missing required column"):
         balance(inst["units"].drop("latitude"), inst["reps"])
+    # more reps than pieces: two units of one provider each cannot make three territories
+    tiny = grid_instance(2, 1, 3)
+    with pytest.raises(ValueError, match="3 reps but only 2 pieces"):
+        balance(tiny["units"], tiny["reps"], adjacency=tiny["adjacency"], providers=tiny["providers"])
 
 
 # --- realistic synthetic instance -----------------------------------------------------

@@ -219,6 +219,11 @@ def balance(
 
     problem, atom_of = build(final["atom_key"].to_list())
     n_atoms = problem.n
+    if n_atoms < k:
+        raise ValueError(
+            f"{k} reps but only {n_atoms} pieces to assign (units, whole light metros, parts of heavy "
+            f"metros): every territory needs at least one; use fewer reps or finer units"
+        )
     fine_keys, fine_groups, parts_per_metro = _fine_keys(
         final["atom_key"].to_list(), final["unit_id"].to_list()
     )
