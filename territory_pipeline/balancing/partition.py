@@ -495,18 +495,9 @@ def _cut_off(
     ring = list(dict.fromkeys(v for v in nbrs[u] if labels[v] == a))
     if len(ring) <= 1:
         return []
-    want = set(ring)
     # fast path: u's neighbours in a linked among themselves (the usual case on a Delaunay or
     # H3 graph) keep a connected, since every path to u in a ends at one of them
-    reached = {ring[0]}
-    stack = [ring[0]]
-    while stack:
-        x = stack.pop()
-        for y in nbrs[x]:
-            if y in want and y not in reached:
-                reached.add(y)
-                stack.append(y)
-    if len(reached) == len(want):
+    if _connected(ring, nbrs):
         return []
     parent = list(range(len(ring)))
 
