@@ -31,6 +31,11 @@ Algorithm
    then bisections with seeded random turns of the cutting axes.  Each start is
    improved by step 5 and the best plan kept (fewest disconnected territories,
    then least excess over the tolerance, then least moment of inertia).
+   Boundary moves keep a plan's shape, so the best plan is also redrawn as a
+   balanced location-allocation (:func:`_transport_start`: a transportation LP
+   to the nearest territory centres at every target, centres moved to the
+   centroids, repeated) and improved; both are finished as below and the
+   better kept by the same ranking (national plans: the redrawn one only).
    Finished regions are handed to reps of equal target by the Hungarian method
    on home distance and relationships.  The best plan is then polished by a
    large-neighbourhood search (:func:`.partition.polish`): each territory beyond
