@@ -149,8 +149,10 @@ _EPS = 1e-12
 # makes 8 starts instead of 4 and re-cuts the neighbourhoods of territories left beyond the
 # tolerance (a regional team: seconds either way; at national size it found nothing)
 _THOROUGH_ATOMS = 2000
-# a rebalance moving more than this times the least-move estimate is relinked (:func:`_relink`)
-_RELINK_ABOVE = 1.25
+# a rebalance moving more than this times the least-move estimate is relinked (:func:`_relink`);
+# the estimate can sit above the reported flow reference, so 1.0 (1.25 left plans at 1.3-1.8x of
+# the reference unrelinked; on the sample's 80 departures 1.0 lowered every seed's mean ratio)
+_RELINK_ABOVE = 1.0
 # seed offset between the re-runs of a regional plan that narrowly misses the tolerance
 _RESEED = 7919
 
