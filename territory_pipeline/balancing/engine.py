@@ -931,13 +931,13 @@ def _transport_start(
     labels = start.copy()
     c = min(k, candidates)
     cent = _centroids(problem, labels, np.zeros((k, 2)))
-    scale = float(np.mean(w)) if n else 1.0
+    scale = float(np.mean(w))
     cost_w = w + 1e-3 * scale  # weightless atoms still go to a near centre
+    free = locked < 0
     for _ in range(iterations):
         dist, idx = cKDTree(cent).query(xy, k=c)
         idx = np.asarray(idx).reshape(n, c)
         d2 = np.asarray(dist).reshape(n, c) ** 2
-        free = locked < 0
         # locked atoms: their territory is their only candidate
         idx[~free] = locked[~free, None]
         d2[~free] = 0.0

@@ -487,67 +487,40 @@ def _cut_off(
     """Atoms of territory a that removing u would separate from a's heaviest remaining part.
 
     Returns [] when a stays connected; None when asked only for connectivity
-    (weight None) and it would not stay connected.  The parts are searched from
-    u's neighbours in a side by side, merging where they meet, so a small piece
-    cut off is found without walking the whole territory: the search stops once
-    one part is left open and already outweighs every closed one.
+    (weight None) and it would not stay connected.
     """
-    ring = list(dict.fromkeys(v for v in nbrs[u] if labels[v] == a))
+    ring = [v for v in nbrs[u] if labels[v] == a]
     if len(ring) <= 1:
         return []
     # fast path: u's neighbours in a linked among themselves (the usual case on a Delaunay or
     # H3 graph) keep a connected, since every path to u in a ends at one of them
     if _connected(ring, nbrs):
         return []
-    parent = list(range(len(ring)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner = {r: i for i, r in enumerate(ring)}
-    owner[u] = -1
-    members = {i: [r] for i, r in enumerate(ring)}
-    stacks = {i: [r] for i, r in enumerate(ring)}
-    mass = {i: (float(weight[r]) if weight is not None else 0.0) for i, r in enumerate(ring)}
-    live = list(range(len(ring)))
-    closed: list[int] = []
-    while live:
-        for i in list(live):
-            if find(i) != i or i not in live:
-                continue
-            x = stacks[i].pop()
+    want = set(ring)
+    comp_of: dict[int, int] = {}
+    comps: list[list[int]] = []
+    for r in ring:
+        if r in comp_of:
+            continue
+        idx = len(comps)
+        members = [r]
+        comp_of[r] = idx
+        stack = [r]
+        seen = {u, r}
+        while stack:
+            x = stack.pop()
             for y in nbrs[x]:
-                if labels[y] != a:
-                    continue
-                j = owner.get(y)
-                if j is None:
-                    owner[y] = i
-                    members[i].append(y)
-                    stacks[i].append(y)
-                    if weight is not None:
-                        mass[i] += float(weight[y])
-                elif j >= 0 and (rj := find(j)) != i:
-                    # two searches met: one part (a closed part is never met again)
-                    parent[rj] = i
-                    members[i].extend(members.pop(rj))
-                    stacks[i].extend(stacks.pop(rj))
-                    mass[i] += mass.pop(rj)
-                    live.remove(rj)
-            if not stacks[i]:
-                live.remove(i)
-                closed.append(i)
-                if weight is None and len(live) + len(closed) > 1:
-                    return None
-        if len(live) + len(closed) == 1:
+                if y not in seen and labels[y] == a:
+                    seen.add(y)
+                    members.append(y)
+                    stack.append(y)
+                    if y in want:
+                        comp_of[y] = idx
+        if idx == 0 and len(comp_of) == len(want):
             return []
-        if weight is not None and len(live) == 1 and closed:
-            heaviest = max(mass[c] for c in closed)
-            if mass[live[0]] > heaviest * (1 + 1e-9) + 1e-12:
-                return sorted(y for c in closed for y in members[c])
-    comps = [members[c] for c in closed]
+        if weight is None:
+            return None
+        comps.append(members)
     heaviest = max(
         range(len(comps)), key=lambda i: (weight[comps[i]].sum(), -min(comps[i]))
     )
