@@ -55,7 +55,15 @@ Algorithm
    moves that lower the larger deviation of the two territories they touch
    (:func:`.partition.minmax_moves`).  A regional plan (up to 2,000 pieces) that
    still misses the tolerance by less than half of it is made again from up to
-   two other seeds (seed + 7919, + 15838), keeping the best.
+   two other seeds (seed + 7919, + 15838), keeping the best.  With
+   ``compaction_rounds`` (off by default), a regional plan is then made more
+   compact by an integer program over all its pieces
+   (:func:`_compact`, :func:`.repair.least_move_repair` with the moment of
+   inertia as objective): each piece stays or joins a neighbouring territory,
+   every territory keeps its core, stays connected and ends no further from its
+   target than it was (or a fifth of the tolerance); the centroids move and it is
+   solved again (``compaction_rounds`` at most), like k-means under the balance,
+   contiguity and metro constraints.
 5. **Local search** (:func:`.partition.improve`): boundary atoms move to an
    adjacent territory whenever that lowers an objective of squared deviations
    (with a steep penalty beyond half the tolerance and a linear one beyond the
@@ -350,6 +358,8 @@ def balance(
             ]
             if np.array_equal(starts[0], starts[1]):  # nothing orphaned, or no flow: one start
                 starts = starts[:1]
+            # a new rep's territory is built around their home: its seed stays with them
+            level = _pin_new_homes(level, starts[0], homes)
             reference = _least_move_estimate(level, starts[0], settings.tolerance)
             # the least-move flow between territories, carried out by boundary moves
             flowed = _flow_start(level, starts[0], settings.tolerance / 2, deadline, settings.tolerance)
@@ -418,6 +428,11 @@ def balance(
             if time.perf_counter() > deadline:
                 break
         labels, problem, atom_of, rounds, moves, start_name = best[1]
+        if n_atoms <= _THOROUGH_ATOMS and settings.compaction_rounds:
+            # the searches move one boundary piece at a time; re-solve the whole plan for the
+            # least moment of inertia at the balance it reached (opt-in, see BalanceSettings)
+            labels, compacted = _compact(problem, labels, settings, deadline)
+            moves += compacted
     unit_label = labels[atom_of]
     if split_info["heavy_groups_split"]:
         final, prov_final, final_edges, unit_label = _merge_pieces(
@@ -684,6 +699,62 @@ def _repair(
         if not trial_key < key:
             break
         key, best = trial_key, trial
+    return best, int((best != labels).sum())
+
+
+def _inertia(problem: PartitionProblem, labels: np.ndarray) -> float:
+    """Sum of weight x squared distance to the territory's weighted centroid."""
+    w, k = problem.weight, problem.k
+    tw = np.maximum(np.bincount(labels, weights=w, minlength=k), 1e-12)
+    cx = np.bincount(labels, weights=w * problem.xy[:, 0], minlength=k) / tw
+    cy = np.bincount(labels, weights=w * problem.xy[:, 1], minlength=k) / tw
+    return float((w * ((problem.xy[:, 0] - cx[labels]) ** 2 + (problem.xy[:, 1] - cy[labels]) ** 2)).sum())
+
+
+def _compact(
+    problem: PartitionProblem, labels: np.ndarray, settings: BalanceSettings, deadline: float
+) -> tuple[np.ndarray, int]:
+    """A finished regional plan made more compact without losing balance.
+
+    :func:`.repair.least_move_repair` with the moment of inertia as its objective: every
+    unlocked piece may stay or join a neighbouring territory, each territory keeps its core
+    and stays connected, heavy metros within their parts, and no territory ends further from
+    its target than it was or than a fifth of the tolerance, whichever is more (and never
+    beyond the tolerance).  Per territory, not the plan's largest deviation: a plan whose
+    territories all sit at its largest deviation leaves no slack when a rep leaves (a
+    territory below target falls out of the band when the targets rise), and the rebalance
+    must then reach further.  The centroids move to the new territories and it is solved
+    again, like the rounds of k-means, while the inertia falls by 1% or more
+    (``settings.compaction_rounds`` at most).  Returns (labels, atoms changed).
+    """
+    w, k = problem.weight, problem.k
+    before = np.abs(np.bincount(labels, weights=w, minlength=k) / problem.targets - 1.0)
+    band = np.minimum(np.maximum(before, settings.tolerance / 5), settings.tolerance)
+    limit = np.maximum(before, band)
+    best, inertia = labels, _inertia(problem, labels)
+    everything = np.ones(problem.n, dtype=bool)
+    for _ in range(settings.compaction_rounds):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 1.0:
+            break
+        trial = least_move_repair(
+            replace(problem, previous=best),
+            best,
+            band,
+            secondary_tolerance=settings.secondary_tolerance,
+            focus=everything,
+            objective="inertia",
+            time_limit=min(20.0, remaining),
+        )
+        trial_inertia = _inertia(problem, trial)
+        after = np.abs(np.bincount(trial, weights=w, minlength=k) / problem.targets - 1.0)
+        # the balance penalty is finite: an answer must not trade balance for compactness
+        if trial_inertia >= inertia or (after > limit + 1e-9).any():
+            break
+        gain = 1.0 - trial_inertia / inertia
+        best, inertia = trial, trial_inertia
+        if gain < 0.01:
+            break
     return best, int((best != labels).sum())
 
 
@@ -1691,6 +1762,22 @@ def _start_from_previous(
     if quotas is not None:
         problem = replace(problem, targets=quotas)
     return grow(problem, labels, anchors)
+
+
+def _pin_new_homes(problem: PartitionProblem, start: np.ndarray, homes: np.ndarray) -> PartitionProblem:
+    """``problem`` with each new rep's seed locked to them: of the atoms ``start`` gives a
+    territory that held nothing before, the one nearest the rep's home (reps without a home
+    are left free).  Without it the searches may carve the new territory elsewhere, away
+    from where the rep lives."""
+    held = np.bincount(problem.previous[problem.previous >= 0], minlength=problem.k) > 0
+    locked = problem.locked.copy()
+    for t in np.nonzero(~held)[0]:
+        members = np.nonzero((start == t) & (locked < 0))[0]
+        if np.isnan(homes[t]).any() or len(members) == 0 or (locked == t).any():
+            continue
+        near = np.hypot(*(problem.xy[members] - homes[t]).T)
+        locked[members[np.lexsort((members, near))[0]]] = t
+    return replace(problem, locked=locked) if (locked != problem.locked).any() else problem
 
 
 def _flow_start(

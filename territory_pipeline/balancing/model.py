@@ -38,6 +38,14 @@ class BalanceSettings:
     compactness_weight, relationship_weight: weights of those objective terms.
     disruption_weight: penalty per unit of opportunity moved away from its
         previous rep (used only when ``previous`` is given).
+    compaction_rounds: rounds of the integer-program compaction of a fresh regional
+        plan (up to 2,000 pieces; 0: off).  Each round re-solves every piece for the
+        least moment of inertia with every territory connected, metros whole and no
+        territory further from its target than before (or a fifth of the tolerance).
+        Off by default: on the sample (seeds 0-5) 3 rounds shortened the mean distance
+        by 2.5% (136 to 133 miles; 2-4% on 3k synthetic universes), but the compacted
+        sample plans rebalanced worse after single-rep departures (10 of 80 beyond
+        1.5x the least move instead of 3, two left beyond ±5%).
     """
 
     tolerance: float = 0.05
@@ -59,6 +67,7 @@ class BalanceSettings:
     compactness_weight: float = 0.05
     relationship_weight: float = 0.5
     disruption_weight: float = 1.0
+    compaction_rounds: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -69,6 +78,8 @@ class BalanceSettings:
             )
         if self.travel_mph <= 0 or self.circuity <= 0:
             raise ValueError("travel_mph and circuity must be positive")
+        if self.compaction_rounds < 0:
+            raise ValueError(f"compaction_rounds must be >= 0, got {self.compaction_rounds}")
         if not 0 <= self.h3_split_resolution <= self.h3_max_resolution <= 15:
             raise ValueError("need 0 <= h3_split_resolution <= h3_max_resolution <= 15")
 

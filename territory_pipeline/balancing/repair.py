@@ -39,7 +39,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .partition import PartitionProblem
+from .partition import PartitionProblem, _native_stdout_silenced
 
 _COMPACTNESS = 0.02  # x weight x change of (distance / typical radius)^2, against 1 x weight moved
 _RELATIONSHIP = 0.25  # reward x strength x weight for keeping an account with its rep
@@ -124,30 +124,36 @@ def _layers(
 def _solve(c, a_rows, lower, upper, integrality, node_limit, time_limit):
     """min c.x over lo <= A x <= hi (HiGHS through scipy); x, or None without a solution."""
     row_lo, a_mat, row_hi = a_rows
-    res = milp(
-        c,
-        constraints=LinearConstraint(a_mat.tocsr(), row_lo, row_hi),
-        integrality=integrality,
-        bounds=Bounds(lower, upper),
-        options={"node_limit": node_limit, "time_limit": time_limit, "mip_rel_gap": 1e-3},
-    )
+    with _native_stdout_silenced():  # scipy's HiGHS prints a stray debug line now and then
+        res = milp(
+            c,
+            constraints=LinearConstraint(a_mat.tocsr(), row_lo, row_hi),
+            integrality=integrality,
+            bounds=Bounds(lower, upper),
+            options={"node_limit": node_limit, "time_limit": time_limit, "mip_rel_gap": 1e-3},
+        )
     return res.x
 
 
 def least_move_repair(
     problem: PartitionProblem,
     labels: np.ndarray,
-    tolerance: float,
+    tolerance: float | np.ndarray,
     *,
     secondary_tolerance: float = 0.15,
     hops: int | None = None,
     focus: np.ndarray | None = None,
+    objective: str = "moved",
     node_limit: int = 500,
     time_limit: float = 20.0,
 ) -> np.ndarray:
     """``labels`` with its zone re-solved to move the least (see the module docstring).
 
     ``problem.previous`` holds each atom's previous territory (-1: orphaned).
+    ``tolerance``: one for all territories or one per territory.  ``focus`` (optional)
+    replaces the moved atoms as the zone's seeds.  ``objective="inertia"`` minimises the
+    moment of inertia instead (weight x squared distance to the centroids of ``labels``;
+    the engine's compaction of fresh plans, with ``previous`` set to ``labels``).
     Returns new labels (connected territories when ``labels``' were), or ``labels``
     itself when nothing moved or no better answer was found.
     """
@@ -215,6 +221,8 @@ def least_move_repair(
     moved = tt != prev[aa]
     cost = np.where(moved, w[aa] * np.maximum(1.0 + _COMPACTNESS * (d2 - d2_own) / radius2, 0.5), 0.0)
     cost = cost + 1e-9 * w[aa] * d2 / radius2  # ties go to the more compact answer
+    if objective == "inertia":
+        cost = w[aa] * d2 / radius2
     if len(problem.relationship_keys):
         keys = aa.astype(np.int64) * k + tt
         pos = np.minimum(np.searchsorted(problem.relationship_keys, keys), len(problem.relationship_keys) - 1)
@@ -228,7 +236,8 @@ def least_move_repair(
     p_total = float(pr.sum())
     ptarget = problem.targets / max(float(problem.targets.sum()), 1e-12) * p_total
 
-    band = tolerance * (1 - 1e-7)  # within the tolerance after rounding
+    # within the tolerance after rounding; one tolerance per territory may be given
+    band = np.broadcast_to(np.asarray(tolerance, dtype=float), (k,)) * (1 - 1e-7)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
@@ -258,8 +267,8 @@ def least_move_repair(
             np.zeros(len(sel) + 2, dtype=np.int64),
             np.concatenate([sel, [s, s + 1]]),
             np.concatenate([w[aa[sel]], [1.0, -1.0]]),
-            (1 - band) * problem.targets[t] - fw[t],
-            (1 + band) * problem.targets[t] - fw[t],
+            (1 - band[t]) * problem.targets[t] - fw[t],
+            (1 + band[t]) * problem.targets[t] - fw[t],
         )
         if p_total > 0:
             add(

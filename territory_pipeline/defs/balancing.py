@@ -43,6 +43,8 @@ class BalancingConfig(dg.Config):
     tolerance: float = 0.05  # ±5% of target weighted opportunity per territory
     secondary_tolerance: float = 0.15  # provider count and workload
     seed: int = 0
+    # rounds of the integer-program compaction of a fresh plan (0: off; see BalanceSettings)
+    compaction_rounds: int = 0
     trigger: str = "quarterly_refresh"  # quarterly_refresh | rep_event | market_event | manual
     event_id: str = ""
     # A rep event changes only the territories it touches and those within this many hops of them;
@@ -194,7 +196,12 @@ def territory_plan(
             providers=inputs.providers,
             locks=locks.all,
             previous=previous_for_engine,
-            settings=BalanceSettings(tolerance=config.tolerance, secondary_tolerance=config.secondary_tolerance, seed=config.seed),
+            settings=BalanceSettings(
+                tolerance=config.tolerance,
+                secondary_tolerance=config.secondary_tolerance,
+                seed=config.seed,
+                compaction_rounds=config.compaction_rounds,
+            ),
         )
         if locks.movable_territories is not None:
             context.log.info(
