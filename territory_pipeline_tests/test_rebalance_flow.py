@@ -182,8 +182,9 @@ def test_a_rep_leaving_a_shared_heavy_metro_is_rebalanced_on_its_cells():
     m = plan.metrics
     assert m["imbalance"] <= 0.05
     assert m["disconnected_territories"] == 0 and m["metros_split_beyond_bound"] == 0
-    # 1.77x on this plan (a heavy-metro holder among 40 reps: beyond the 1.5x bar, see README)
-    assert m["moved_opportunity_share"] <= 1.8 * m["least_move_flow_share"]
+    # 1.65x (1.69x before the least-move repair; a heavy-metro holder among 40 reps: beyond the
+    # 1.5x bar, see README; 1.77x on the plan compacted with compaction_rounds=3)
+    assert m["moved_opportunity_share"] <= 1.7 * m["least_move_flow_share"]
     assert "R002" not in set(plan.provider_assignments["rep_id"].to_list())
 
 
