@@ -70,12 +70,15 @@ def test_a_chain_the_long_way_round_is_replaced_by_the_short_one():
     assert _connected_labels(problem, out)
 
 
+def _ladder():
+    """A 4x2 ladder: previously the left half was territory 0 and the right half 1; the plan
+    given holds the top row in 0 and the bottom row in 1 (four atoms moved, the same case as
+    ``restore_moves``' tests)."""
+    return _grid_problem(4, 2, 2), np.array([0, 0, 1, 1, 0, 0, 1, 1]), np.array([0, 0, 0, 0, 1, 1, 1, 1])
+
+
 def test_a_swap_is_undone_and_a_heavy_metro_stays_within_its_parts():
-    # a 4x2 ladder: previously the left half was territory 0 and the right half 1; the
-    # plan given holds the top row in 0 and the bottom row in 1 (four atoms moved)
-    problem = _grid_problem(4, 2, 2)
-    previous = np.array([0, 0, 1, 1, 0, 0, 1, 1])
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    problem, previous, labels = _ladder()
     out = least_move_repair(replace(problem, previous=previous), labels, 0.05)
     assert out.tolist() == previous.tolist()
     # atoms 1 and 2 are one heavy metro that may span a single territory: it cannot go
@@ -95,9 +98,7 @@ def test_a_swap_is_undone_and_a_heavy_metro_stays_within_its_parts():
 
 
 def test_locked_atoms_stay_even_when_moving_them_would_move_less():
-    problem = _grid_problem(4, 2, 2)
-    previous = np.array([0, 0, 1, 1, 0, 0, 1, 1])
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    problem, previous, labels = _ladder()
     locked = np.full(8, -1)
     locked[2] = 0  # atom 2 was territory 1's; it is now locked to territory 0
     out = least_move_repair(replace(problem, previous=previous, locked=locked), labels, 0.05)
@@ -109,8 +110,7 @@ def test_locked_atoms_stay_even_when_moving_them_would_move_less():
 
 
 def test_nothing_moved_returns_the_plan_itself():
-    problem = _grid_problem(4, 2, 2)
-    previous = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    problem, previous, _ = _ladder()
     out = least_move_repair(replace(problem, previous=previous), previous.copy(), 0.05)
     assert out.tolist() == previous.tolist()
 
