@@ -97,6 +97,25 @@ def test_a_swap_is_undone_and_a_heavy_metro_stays_within_its_parts():
     assert _connected_labels(metro, out)
 
 
+def test_a_heavy_metro_over_its_parts_is_brought_back_within_them():
+    # atoms 1 and 2 are one heavy metro that may now span a single territory (a rep holding
+    # part of it left), but the plan given still splits it: the plan is no answer of the
+    # program, so the program's answer is taken although it moves more (found by a review)
+    problem, _, _ = _ladder()
+    problem = replace(
+        problem,
+        previous=np.array([-1, 0, 1, 1, 0, 0, 1, 1]),
+        group=np.array([-1, 0, 0, -1, -1, -1, -1, -1]),
+        group_limit=np.array([1]),
+    )
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    out = least_move_repair(problem, labels, 0.05)
+    assert out[1] == out[2]
+    assert np.bincount(out, minlength=2).tolist() == [4, 4]
+    assert _connected_labels(problem, out)
+    assert _rebalance_key(problem, out, 0.05) < _rebalance_key(problem, labels, 0.05)
+
+
 def test_locked_atoms_stay_even_when_moving_them_would_move_less():
     problem, previous, labels = _ladder()
     locked = np.full(8, -1)

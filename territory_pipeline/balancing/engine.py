@@ -368,6 +368,8 @@ def balance(
             labels, rounds, moves = _best_rebalance(level, starts, params)
             if not fine:
                 labels, level, level_of, r2, m2 = refine(level, level_of, labels, params, False)
+                # the refinement works on the heavy-metro cells, built without the pins
+                level = _pin_new_homes(level, labels, homes)
                 rounds, moves = rounds + r2, moves + m2
             # weight passed along a chain and partly back: return what balance does not need,
             # atom by atom, then jointly (a re-cut swapping atoms between territories)
@@ -693,7 +695,7 @@ def _repair(
             settings.tolerance,
             secondary_tolerance=settings.secondary_tolerance,
             hops=None if whole else 2,
-            time_limit=min(20.0, remaining),
+            time_limit=remaining,
         )
         trial_key = _rebalance_key(problem, trial, settings.tolerance)
         if not trial_key < key:
@@ -744,7 +746,7 @@ def _compact(
             secondary_tolerance=settings.secondary_tolerance,
             focus=everything,
             objective="inertia",
-            time_limit=min(20.0, remaining),
+            time_limit=remaining,
         )
         trial_inertia = _inertia(problem, trial)
         after = np.abs(np.bincount(trial, weights=w, minlength=k) / problem.targets - 1.0)

@@ -29,7 +29,9 @@ atoms within ``hops`` steps of one -- with everything else held where it is:
 
 The plan given satisfies every constraint, so an answer is taken only when it costs
 less.  HiGHS runs with a node limit (deterministic: the same inputs give the same
-answer); its time limit is a safety net.  No dagster here.
+answer); the engine gives it the time left before its own deadline, so only a run that
+reaches its time limit can depend on the machine's speed (and is flagged ``timed_out``, as
+when the searches are cut short).  No dagster here.
 """
 
 from __future__ import annotations
@@ -88,17 +90,18 @@ def _depth(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
 
 def _layers(
     problem: PartitionProblem, labels: np.ndarray, roots: np.ndarray, zone: np.ndarray, needed: np.ndarray
-) -> np.ndarray:
-    """(k, n) steps from each territory's root: through the territory first, then outwards
-    through the zone (an atom there is one layer beyond its nearest-layer neighbour); -1
-    unreached.  Only the ``needed`` territories are measured."""
+) -> dict[int, np.ndarray]:
+    """Per ``needed`` territory, each atom's steps from its root: through the territory first,
+    then outwards through the zone (an atom there is one layer beyond its nearest-layer
+    neighbour); -1 unreached.  One array per territory that has candidates, so a national
+    zone does not allocate territories x atoms."""
     from collections import deque
 
-    n, k = problem.n, problem.k
+    n = problem.n
     ip, ix = problem.indptr, problem.indices
-    layer = np.full((k, n), -1, dtype=np.int64)
+    layer: dict[int, np.ndarray] = {}
     for t in np.nonzero(needed)[0]:
-        lt = layer[t]
+        lt = layer.setdefault(int(t), np.full(n, -1, dtype=np.int32))
         lt[roots[t]] = 0
         queue = deque([int(roots[t])])
         buckets: dict[int, list[int]] = {0: [int(roots[t])]}
@@ -339,9 +342,9 @@ def least_move_repair(
     fixed_rows: list[int] = []
     for i in range(m):
         a, t = int(aa[i]), int(tt[i])
-        la = layer[t, a]
+        la = layer[t][a]
         nb = ix[ip[a] : ip[a + 1]]
-        closer = nb[(layer[t, nb] >= 0) & (layer[t, nb] < la)]
+        closer = nb[(layer[t][nb] >= 0) & (layer[t][nb] < la)]
         if (fixed_t[closer] == t).any():
             continue
         v = var[closer, t]
@@ -355,10 +358,10 @@ def least_move_repair(
     touching[ix[zone[src]]] = True
     for f in np.nonzero(touching & (fixed_t >= 0))[0]:
         t = int(fixed_t[f])
-        if f == roots[t] or layer[t, f] < 0:
+        if f == roots[t] or t not in layer or layer[t][f] < 0:
             continue
         nb = ix[ip[f] : ip[f + 1]]
-        closer = nb[(layer[t, nb] >= 0) & (layer[t, nb] < layer[t, f])]
+        closer = nb[(layer[t][nb] >= 0) & (layer[t][nb] < layer[t][f])]
         if (fixed_t[closer] == t).any():
             continue
         v = var[closer, t]
@@ -374,14 +377,22 @@ def least_move_repair(
         bound = np.zeros(count)
         bound[fixed_rows] = -1.0
         add(np.array(ct_rows), np.array(ct_cols), np.array(ct_vals), np.full(count, -np.inf), bound)
-    # the plan given satisfies every constraint: an answer must cost less to be taken
+    # the plan given satisfies every constraint: an answer must cost less to be taken.  Unless
+    # a heavy metro spans more territories than its parts (reps left since it was split): then
+    # the plan is no answer at all, and any answer is taken (the engine ranks it)
     incumbent = float(c @ as_x(labels))
+    if len(problem.group_limit) and (problem.group >= 0).any():
+        held = problem.group >= 0
+        pairs = np.unique(np.column_stack([problem.group[held], labels[held]]), axis=0)
+        spans = np.bincount(pairs[:, 0], minlength=len(problem.group_limit))
+        if (spans > problem.group_limit).any():
+            incumbent = np.inf
     for _ in range(_MAX_ROUNDS):
         a_mat = coo_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nv)
         )
         x = _solve(c, (np.concatenate(lo), a_mat, np.concatenate(hi)), lower, upper, integrality, node_limit, time_limit)
-        if x is None or float(c @ x) >= incumbent - 1e-9 * max(abs(incumbent), 1.0):
+        if x is None or (np.isfinite(incumbent) and float(c @ x) >= incumbent - 1e-9 * max(abs(incumbent), 1.0)):
             return labels
         trial = labels.copy()
         on = x[:m] > 0.5
