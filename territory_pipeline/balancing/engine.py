@@ -100,7 +100,8 @@ Algorithm
    them ranks no worse than the plan without them.  A plan still moving more than the
    least-move estimate (or beyond the tolerance) is relinked: returns are made
    at the tolerance plus 1-3% and the search brings the plan back within the
-   tolerance from there (:func:`_relink`), kept when it moves less.  Last, the
+   tolerance from there (:func:`_relink`), kept when it moves less.  Last, for a
+   regional plan (national ones skip it: see :func:`_repair`), the
    moves themselves are re-solved as an integer program
    (:func:`.repair.least_move_repair`): the set of moves that keeps every
    territory within the tolerance, connected (distance layers from each
@@ -170,7 +171,6 @@ _THOROUGH_ATOMS = 2000
 # the estimate can sit above the reported flow reference, so 1.0 (1.25 left plans at 1.3-1.8x of
 # the reference unrelinked; on the sample's 80 departures 1.0 lowered every seed's mean ratio)
 _RELINK_ABOVE = 1.0
-_REPAIR_RESERVE = 30.0  # seconds left that a national rebalance needs to run the least-move repair
 # seed offset between the re-runs of a regional plan that narrowly misses the tolerance
 _RESEED = 7919
 
@@ -407,9 +407,10 @@ def balance(
         ):
             labels, relinked = _relink(problem, labels, params, deadline)
             moves += relinked
-        # the moves re-solved as one integer program: the least that keeps the tolerance
-        labels, repaired = _repair(problem, labels, settings, deadline, whole=n_atoms <= _THOROUGH_ATOMS)
-        moves += repaired
+        if n_atoms <= _THOROUGH_ATOMS:
+            # the moves re-solved as one integer program: the least that keeps the tolerance
+            labels, repaired = _repair(problem, labels, settings, deadline)
+            moves += repaired
         start_name = "previous"
     else:
         coarse, coarse_of = problem, atom_of
@@ -672,29 +673,29 @@ def _relink(
 
 
 def _repair(
-    problem: PartitionProblem, labels: np.ndarray, settings: BalanceSettings, deadline: float, whole: bool
+    problem: PartitionProblem, labels: np.ndarray, settings: BalanceSettings, deadline: float
 ) -> tuple[np.ndarray, int]:
-    """The least-move repair (:func:`.repair.least_move_repair`) of a rebalanced plan, run
-    again from its answer while that ranks better (:func:`_rebalance_key`), three times at most
-    (each answer re-measures the territories' cores and layers, so the next can go further).
+    """The least-move repair (:func:`.repair.least_move_repair`) of a regional rebalanced plan,
+    every unlocked atom free, run again from its answer while that ranks better
+    (:func:`_rebalance_key`), three times at most (each answer re-measures the territories'
+    cores and layers, so the next can go further); a second or so per program on the sample.
 
-    ``whole``: every unlocked atom may change (regional plans, a second or so per program on
-    the sample); else the moved atoms and those within two steps of one (national plans,
-    only while ``_REPAIR_RESERVE`` seconds of the time limit remain: building the program
-    over 80,000 atoms takes 10-15 s, and a departure from the 1M plan gained little,
-    1.53x -> 1.51x the flow least move).  Returns (labels, atoms changed)."""
+    National plans (more than ``_THOROUGH_ATOMS`` pieces) skip it: with the zone cut to the
+    moved atoms and two steps around them, building and solving the program over 78,000
+    pieces took 15-40 s of the 120 s limit (a 1M departure ran past it, 126 s) for 1.53x ->
+    1.51x the flow least move on one departure.  Returns (labels, atoms changed)."""
     key = _rebalance_key(problem, labels, settings.tolerance)
     best = labels
     for _ in range(3):
         remaining = deadline - time.perf_counter()
-        if remaining <= (1.0 if whole else _REPAIR_RESERVE):
+        if remaining <= 1.0:
             break
         trial = least_move_repair(
             problem,
             best,
             settings.tolerance,
             secondary_tolerance=settings.secondary_tolerance,
-            hops=None if whole else 2,
+            hops=None,
             time_limit=remaining,
         )
         trial_key = _rebalance_key(problem, trial, settings.tolerance)
