@@ -152,6 +152,7 @@ from .partition import (
     grow,
     handover,
     improve,
+    metro_spans_over,
     minmax_moves,
     neighbour_lists,
     polish,
@@ -695,7 +696,6 @@ def _repair(
             best,
             settings.tolerance,
             secondary_tolerance=settings.secondary_tolerance,
-            hops=None,
             time_limit=remaining,
         )
         trial_key = _rebalance_key(problem, trial, settings.tolerance)
@@ -735,7 +735,6 @@ def _compact(
     band = np.minimum(np.maximum(before, settings.tolerance / 5), settings.tolerance)
     limit = np.maximum(before, band)
     best, inertia = labels, _inertia(problem, labels)
-    everything = np.ones(problem.n, dtype=bool)
     for _ in range(settings.compaction_rounds):
         remaining = deadline - time.perf_counter()
         if remaining <= 1.0:
@@ -745,7 +744,6 @@ def _compact(
             best,
             band,
             secondary_tolerance=settings.secondary_tolerance,
-            focus=everything,
             objective="inertia",
             time_limit=remaining,
         )
@@ -773,13 +771,7 @@ def _rebalance_key(problem: PartitionProblem, labels: np.ndarray, tolerance: flo
     tw = np.bincount(labels, weights=w, minlength=problem.k)
     excess = max(0.0, float(np.max(np.abs(tw / problem.targets - 1.0))) - tolerance)
     moved = float(w[(prev >= 0) & (prev != labels)].sum())
-    over = 0
-    if len(problem.group_limit):
-        held = problem.group >= 0
-        pairs = np.unique(np.column_stack([problem.group[held], labels[held]]), axis=0)
-        spans = np.bincount(pairs[:, 0], minlength=len(problem.group_limit))
-        over = int(np.maximum(spans - problem.group_limit, 0).sum())
-    return over, math.ceil(excess / 0.005 - 1e-9), round(moved, 9)
+    return metro_spans_over(problem, labels), math.ceil(excess / 0.005 - 1e-9), round(moved, 9)
 
 
 def _fine_keys(
@@ -1143,13 +1135,7 @@ def _plan_score(
     )
     tw = np.bincount(labels, weights=problem.weight, minlength=k)
     imbalance = float(np.max(np.abs(tw / problem.targets - 1)))
-    w, xy = problem.weight, problem.xy
-    cx = np.bincount(labels, weights=w * xy[:, 0], minlength=k) / np.maximum(tw, 1e-12)
-    cy = np.bincount(labels, weights=w * xy[:, 1], minlength=k) / np.maximum(tw, 1e-12)
-    inertia = float(
-        (w * ((xy[:, 0] - cx[labels]) ** 2 + (xy[:, 1] - cy[labels]) ** 2)).sum()
-    )
-    return int((pieces > 1).sum()), round(max(0.0, imbalance - tolerance), 6), inertia
+    return int((pieces > 1).sum()), round(max(0.0, imbalance - tolerance), 6), _inertia(problem, labels)
 
 
 # --- heavy metro splitting ------------------------------------------------------

@@ -1583,6 +1583,16 @@ def _grow_side(
     return np.array(side, dtype=np.int64)
 
 
+def metro_spans_over(problem: PartitionProblem, labels: np.ndarray) -> int:
+    """How many territories the heavy metros span beyond their parts' counts (0 without limits)."""
+    if not len(problem.group_limit):
+        return 0
+    held = problem.group >= 0
+    pairs = np.unique(np.column_stack([problem.group[held], labels[held]]), axis=0)
+    spans = np.bincount(pairs[:, 0], minlength=len(problem.group_limit))
+    return int(np.maximum(spans - problem.group_limit, 0).sum())
+
+
 def neighbour_lists(problem: PartitionProblem) -> list[list[int]]:
     """Each atom's neighbours, as Python lists (for the connectivity checks)."""
     ip, ix = problem.indptr, problem.indices

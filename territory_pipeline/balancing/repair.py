@@ -4,9 +4,8 @@ After a rep leaves or joins, the disruption bar compares the opportunity a plan
 moves with the least move that restores balance.  The local search builds its
 moves one at a time and in chains, and a chain can shift weight around a ring of
 territories further than balance needs.  This module re-solves the plan's moves
-exactly: a mixed-integer program (HiGHS, through ``scipy.optimize.milp``) over a
-*zone* of atoms -- every unlocked atom, or those whose territory changed and the
-atoms within ``hops`` steps of one -- with everything else held where it is:
+exactly: a mixed-integer program (HiGHS, through ``scipy.optimize.milp``) over every
+unlocked atom (the *zone*; locked atoms and each territory's root are held):
 
 * a binary ``x[a, t]`` for each zone atom ``a`` and each territory ``t`` it could
   join: its previous territory, its current one, or one holding a neighbour (now or
@@ -21,14 +20,14 @@ atoms within ``hops`` steps of one -- with everything else held where it is:
   root are counted through the territory as it is, then outwards through the zone,
   and an atom may be in ``t`` only if a neighbour one layer closer to ``t``'s root
   is in ``t`` too.  The plan given satisfies this, and so does every answer: each
-  atom has a path down the layers to its root.  (A check for pieces cut off, with
-  cut constraints added and the program solved again, stays as a safety net.)
+  atom has a path down the layers to its root.  (A plan given with a territory in
+  pieces keeps them; an answer with more split territories than the plan is refused.)
 * the objective: the opportunity moved away from its previous territory, a small
   term for compactness (a move's change of squared distance to the centres) and a
   small reward for an account's existing relationship.
 
 The plan given satisfies every constraint, so an answer is taken only when it costs
-less.  HiGHS runs with a node limit (deterministic: the same inputs give the same
+less (unless a heavy metro of the plan spans more territories than its parts).  HiGHS runs with a node limit (deterministic: the same inputs give the same
 answer); the engine gives it the time left before its own deadline, so only a run that
 reaches its time limit can depend on the machine's speed (and is flagged ``timed_out``, as
 when the searches are cut short).  No dagster here.
@@ -41,31 +40,24 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .partition import PartitionProblem, _native_stdout_silenced
+from .partition import PartitionProblem, _native_stdout_silenced, metro_spans_over
 
 _COMPACTNESS = 0.02  # x weight x change of (distance / typical radius)^2, against 1 x weight moved
 _RELATIONSHIP = 0.25  # reward x strength x weight for keeping an account with its rep
 _BALANCE_PENALTY = 1000.0  # per unit of opportunity beyond a territory's band
 _SECONDARY_PENALTY = 2.0  # per provider beyond its band, in mean provider weights
-_MAX_ROUNDS = 12  # rounds of cuts
 
 
-def _zone(
-    problem: PartitionProblem, labels: np.ndarray, hops: int | None, focus: np.ndarray | None = None
-) -> np.ndarray:
-    """The ``focus`` atoms (default: those that moved or were orphaned) and those within
-    ``hops`` steps of one (None: every atom, once there is a focus); locked atoms excluded."""
-    ip, ix = problem.indptr, problem.indices
-    zone = (labels != problem.previous) | (problem.previous < 0) if focus is None else focus.copy()
-    if hops is None:
-        zone = np.full(problem.n, bool(zone.any()))
-        hops = 0
-    src = np.repeat(np.arange(problem.n), np.diff(ip))
-    for _ in range(hops):
-        grown = zone.copy()
-        grown[ix[zone[src]]] = True
-        zone = grown
-    return zone & (problem.locked < 0)
+def _split_territories(problem: PartitionProblem, labels: np.ndarray) -> int:
+    """How many territories are in more than one connected piece."""
+    n = problem.n
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    same = labels[src] == labels[problem.indices]
+    _, comp = connected_components(
+        coo_matrix((np.ones(int(same.sum())), (src[same], problem.indices[same])), shape=(n, n)), directed=False
+    )
+    pieces = np.bincount(np.unique(np.column_stack([labels, comp]), axis=0)[:, 0], minlength=problem.k)
+    return int((pieces > 1).sum())
 
 
 def _depth(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
@@ -144,8 +136,6 @@ def least_move_repair(
     tolerance: float | np.ndarray,
     *,
     secondary_tolerance: float = 0.15,
-    hops: int | None = None,
-    focus: np.ndarray | None = None,
     objective: str = "moved",
     node_limit: int = 500,
     time_limit: float = 20.0,
@@ -153,8 +143,7 @@ def least_move_repair(
     """``labels`` with its zone re-solved to move the least (see the module docstring).
 
     ``problem.previous`` holds each atom's previous territory (-1: orphaned).
-    ``tolerance``: one for all territories or one per territory.  ``focus`` (optional)
-    replaces the moved atoms as the zone's seeds.  ``objective="inertia"`` minimises the
+    ``tolerance``: one for all territories or one per territory.  ``objective="inertia"`` minimises the
     moment of inertia instead (weight x squared distance to the centroids of ``labels``;
     the engine's compaction of fresh plans, with ``previous`` set to ``labels``).
     Returns new labels (connected territories when ``labels``' were), or ``labels``
@@ -163,9 +152,9 @@ def least_move_repair(
     n, k = problem.n, problem.k
     prev, w, pr = problem.previous, problem.weight, problem.providers
     ip, ix = problem.indptr, problem.indices
-    zone = _zone(problem, labels, hops, focus)
-    if not zone.any():
-        return labels
+    if objective == "moved" and not ((labels != prev) | (prev < 0)).any():
+        return labels  # nothing moved
+    zone = problem.locked < 0
     src = np.repeat(np.arange(n), np.diff(ip))
     # candidates: previous, current, and the territories of neighbours (now or before)
     cand = np.zeros((n, k), dtype=bool)
@@ -212,10 +201,10 @@ def least_move_repair(
     var[aa, tt] = np.arange(m)
 
     # objective: moves cost their weight, scaled by their change of squared distance to the centres
-    centres = np.zeros((k, 2))
-    for t in range(k):
-        r = labels == t
-        centres[t] = (problem.xy[r] * w[r, None]).sum(axis=0) / max(w[r].sum(), 1e-12)
+    tw_now = np.maximum(np.bincount(labels, weights=w, minlength=k), 1e-12)
+    centres = np.column_stack(
+        [np.bincount(labels, weights=w * problem.xy[:, d], minlength=k) / tw_now for d in range(2)]
+    )
     d2 = ((problem.xy[aa] - centres[tt]) ** 2).sum(axis=1)
     own = np.where(prev[aa] >= 0, prev[aa], labels[aa])
     d2_own = ((problem.xy[aa] - centres[own]) ** 2).sum(axis=1)
@@ -380,51 +369,16 @@ def least_move_repair(
     # the plan given satisfies every constraint: an answer must cost less to be taken.  Unless
     # a heavy metro spans more territories than its parts (reps left since it was split): then
     # the plan is no answer at all, and any answer is taken (the engine ranks it)
-    incumbent = float(c @ as_x(labels))
-    if len(problem.group_limit) and (problem.group >= 0).any():
-        held = problem.group >= 0
-        pairs = np.unique(np.column_stack([problem.group[held], labels[held]]), axis=0)
-        spans = np.bincount(pairs[:, 0], minlength=len(problem.group_limit))
-        if (spans > problem.group_limit).any():
-            incumbent = np.inf
-    for _ in range(_MAX_ROUNDS):
-        a_mat = coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nv)
-        )
-        x = _solve(c, (np.concatenate(lo), a_mat, np.concatenate(hi)), lower, upper, integrality, node_limit, time_limit)
-        if x is None or (np.isfinite(incumbent) and float(c @ x) >= incumbent - 1e-9 * max(abs(incumbent), 1.0)):
-            return labels
-        trial = labels.copy()
-        on = x[:m] > 0.5
-        trial[aa[on]] = tt[on]
-        cuts = 0
-        same = trial[src] == trial[ix]
-        _, comp = connected_components(
-            coo_matrix((np.ones(int(same.sum())), (src[same], ix[same])), shape=(n, n)), directed=False
-        )
-        stray = comp != comp[roots[trial]]
-        for piece in np.unique(comp[stray]):
-            inside = comp == piece
-            t = int(trial[np.argmax(inside)])
-            border = np.zeros(n, dtype=bool)
-            border[ix[inside[src]]] = True
-            border &= ~inside
-            bvars = var[border, t]
-            bvars = bvars[bvars >= 0]
-            ivars = var[inside, t]
-            ivars = ivars[ivars >= 0]
-            if len(ivars) == 0:  # a fixed piece: one of its border atoms must join it
-                add(np.zeros(len(bvars), dtype=np.int64), bvars, np.ones(len(bvars)), 1.0, np.inf)
-                cuts += 1
-            for v in ivars:
-                add(
-                    np.zeros(len(bvars) + 1, dtype=np.int64),
-                    np.concatenate([[v], bvars]),
-                    np.concatenate([[1.0], -np.ones(len(bvars))]),
-                    -np.inf,
-                    0.0,
-                )
-                cuts += 1
-        if not cuts:
-            return trial
-    return labels
+    incumbent = np.inf if metro_spans_over(problem, labels) else float(c @ as_x(labels))
+    a_mat = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nv))
+    x = _solve(c, (np.concatenate(lo), a_mat, np.concatenate(hi)), lower, upper, integrality, node_limit, time_limit)
+    if x is None or (np.isfinite(incumbent) and float(c @ x) >= incumbent - 1e-9 * max(abs(incumbent), 1.0)):
+        return labels
+    trial = labels.copy()
+    on = x[:m] > 0.5
+    trial[aa[on]] = tt[on]
+    # the layers keep every territory connected to its root; a guard all the same (a plan given
+    # with a territory in pieces keeps them): never return more pieces than were given
+    if _split_territories(problem, trial) > _split_territories(problem, labels):
+        return labels
+    return trial
