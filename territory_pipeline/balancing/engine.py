@@ -146,8 +146,12 @@ from .model import BalanceSettings, Plan
 from .partition import (
     PartitionProblem,
     SearchParams,
+    _region,
+    _subproblem,
+    _territory_graph,
     bisect,
     choose_seeds,
+    contract,
     flow_moves,
     grow,
     handover,
@@ -174,6 +178,11 @@ _THOROUGH_ATOMS = 2000
 _RELINK_ABOVE = 1.0
 # seed offset between the re-runs of a regional plan that narrowly misses the tolerance
 _RESEED = 7919
+# national plans: neighbourhoods re-planned from scratch at most this many times (a fixed count,
+# not a time budget, so the plan never depends on the machine's speed); 2 hops, 14 territories
+_REPLAN_TRIES = 10
+_REPLAN_HOPS = 2
+_REPLAN_REGION = 14
 
 
 def balance(
@@ -325,6 +334,11 @@ def balance(
             # single move that lowers the worse deviation of the two; make such moves
             labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
             moves += evened
+            if n_atoms > _THOROUGH_ATOMS:
+                # a territory of whole light metros among lumps is fixed by no exchange between
+                # neighbours: its neighbourhood is planned again from scratch
+                labels, replanned = _replan_regions(problem, labels, settings, deadline)
+                moves += replanned
             finished.append(
                 (_plan_score(problem, labels, settings.tolerance), order, labels, problem, atom_of, start_name)
             )
@@ -703,6 +717,88 @@ def _repair(
             break
         key, best = trial_key, trial
     return best, int((best != labels).sum())
+
+
+def _replan_regions(
+    problem: PartitionProblem, labels: np.ndarray, settings: BalanceSettings, deadline: float
+) -> tuple[np.ndarray, int]:
+    """National plans: the neighbourhood of a territory still beyond the tolerance, planned anew.
+
+    The searches exchange pieces between neighbours, which cannot fix a territory made of
+    whole light metros whose neighbours are lumps too (the 1M synthetic universe's worst,
+    two whole metros at 0.67 and 0.42 of a target, +8.8%, bordering two territories of one
+    metro and some rural units each): the metros must change hands all around.  For each
+    territory beyond the tolerance (worst first; none holding locked units or heavy-metro
+    cells, whose part counts the exchanges already balance), the territories within
+    ``_REPLAN_HOPS`` steps (at most ``_REPLAN_REGION``, none with locked units) are planned
+    again as a regional plan of their own (:func:`_best_fresh_plan` with two starts, its
+    redrawn plan re-cut, then the cells improved), each heavy metro's cells held by one
+    territory kept together as one piece so that no metro spans more territories, and reps
+    matched to the new regions by home (:func:`_match_reps`).  Kept when the region's largest
+    deviation falls, no territory is in more pieces and no heavy metro spans more than its
+    parts.  At most ``_REPLAN_TRIES`` regions are planned (a count, for reproducibility), two
+    sweeps, and none after two in a row gain nothing: where every neighbourhood is lumps the
+    bound is the geography's (the 50k synthetic universe: 7 regions, 15 s, nothing gained).
+    Returns (labels, atoms changed).
+    """
+    labels = labels.copy()
+    n, k, w = problem.n, problem.k, problem.weight
+    tolerance = settings.tolerance
+    group = problem.group if len(problem.group) else np.full(n, -1, dtype=np.int64)
+    stiff = np.zeros(k, dtype=bool)
+    stiff[np.unique(labels[problem.locked >= 0])] = True
+    src = np.repeat(np.arange(n), np.diff(problem.indptr))
+    run = replace(settings, restarts=2)
+    failed: dict[int, tuple] = {}
+    tries = misses = 0
+    start = labels.copy()
+    for _ in range(2):
+        changed = False
+        dev = np.bincount(labels, weights=w, minlength=k) / problem.targets - 1.0
+        for t in np.argsort(-np.abs(dev), kind="stable").tolist():
+            if tries >= _REPLAN_TRIES or misses >= 2 or time.perf_counter() > deadline:
+                break
+            dev = np.bincount(labels, weights=w, minlength=k) / problem.targets - 1.0
+            if abs(dev[t]) <= tolerance or stiff[t] or (group[labels == t] >= 0).any():
+                continue
+            region = _region(t, _territory_graph(labels, src, problem.indices, k), stiff, _REPLAN_HOPS, _REPLAN_REGION)
+            atoms = np.nonzero(np.isin(labels, region))[0]
+            seen = (tuple(region.tolist()), labels[atoms].tobytes())
+            if len(region) < 2 or failed.get(t) == seen:
+                continue
+            tries += 1
+            sub, local = _subproblem(problem, atoms, region)
+            cur = local[labels[atoms]]
+            if len(problem.group_limit):
+                held = np.zeros((len(problem.group_limit), k), dtype=bool)
+                held[group[group >= 0], labels[group >= 0]] = True
+                held[:, region] = False
+                sub = replace(sub, group=group[atoms], group_limit=problem.group_limit - held.sum(axis=1))
+            # a heavy metro's cells held by one territory stay together: whole parts move
+            g = group[atoms]
+            coarse, lump = contract(sub, np.where(g >= 0, -(g * len(region) + cur) - 1, np.arange(len(atoms))))
+            now = time.perf_counter()
+            candidates, _, _, params = _best_fresh_plan(coarse, sub.bases, run, now, deadline)
+            params = replace(params, deadline=deadline)
+            plan, _ = polish(coarse, candidates[-1][0], params, settings.seed, minmax=True, hops=3, max_region=20)
+            fine, _, _ = improve(sub, plan[lump], params)
+            fine, _ = minmax_moves(sub, fine, tolerance, deadline=deadline)
+            before = _plan_score(sub, cur, tolerance)
+            after = _plan_score(sub, fine, tolerance)
+            worst = np.abs(np.bincount(fine, weights=sub.weight, minlength=len(region)) / sub.targets - 1.0).max()
+            if (
+                after[0] <= before[0]
+                and metro_spans_over(sub, fine) == 0
+                and worst < np.abs(dev[region]).max() - 1e-6
+            ):
+                labels[atoms] = region[_match_reps(sub, fine, sub.bases)]
+                changed, misses = True, 0
+            else:
+                failed[t] = seen
+                misses += 1
+        if not changed:
+            break
+    return labels, int((labels != start).sum())
 
 
 def _inertia(problem: PartitionProblem, labels: np.ndarray) -> float:

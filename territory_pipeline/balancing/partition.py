@@ -1448,6 +1448,48 @@ def _subproblem(
     return sub, terr
 
 
+def contract(problem: PartitionProblem, key: np.ndarray) -> tuple[PartitionProblem, np.ndarray]:
+    """The problem with the atoms of equal ``key`` merged into one (weights and providers summed,
+    weighted centroid, the union of their edges); returns it and each atom's merged index.
+
+    No locks, previous plan, relationships or heavy-metro groups are kept: the caller
+    contracts what must move together and checks those on the atoms afterwards."""
+    _, lump = np.unique(key, return_inverse=True)
+    m = int(lump.max()) + 1 if len(lump) else 0
+    w = np.bincount(lump, weights=problem.weight, minlength=m)
+    xy = np.column_stack(
+        [
+            np.bincount(lump, weights=problem.weight * problem.xy[:, d], minlength=m) / np.maximum(w, 1e-12)
+            for d in range(2)
+        ]
+    )
+    plain = w <= 0  # weightless lumps: the plain mean
+    if plain.any():
+        count = np.bincount(lump, minlength=m)
+        for d in range(2):
+            xy[plain, d] = np.bincount(lump, weights=problem.xy[:, d], minlength=m)[plain] / count[plain]
+    src = np.repeat(np.arange(problem.n), np.diff(problem.indptr))
+    a, b = lump[src], lump[problem.indices]
+    pairs = np.unique(np.column_stack([a, b])[a != b], axis=0)
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.add.at(indptr, pairs[:, 0] + 1, 1)
+    merged = replace(
+        problem,
+        weight=w,
+        providers=np.bincount(lump, weights=problem.providers, minlength=m),
+        xy=xy,
+        indptr=np.cumsum(indptr),
+        indices=pairs[:, 1].astype(np.int64),
+        locked=np.full(m, -1, dtype=np.int64),
+        previous=np.full(m, -1, dtype=np.int64),
+        relationship_keys=np.empty(0, dtype=np.int64),
+        relationship_values=np.empty(0),
+        group=np.empty(0, dtype=np.int64),
+        group_limit=np.empty(0, dtype=np.int64),
+    )
+    return merged, lump
+
+
 def _match_overlap(
     lab: np.ndarray, old: np.ndarray, sub: PartitionProblem
 ) -> np.ndarray:
