@@ -53,7 +53,9 @@ Algorithm
    with its direct neighbours, regional ones (up to 2,000 pieces) its
    neighbourhood three hops wide, heavy-metro cells included; last, single
    moves that lower the larger deviation of the two territories they touch
-   (:func:`.partition.minmax_moves`).  A regional plan (up to 2,000 pieces) that
+   (:func:`.partition.minmax_moves`); a national territory still beyond the
+   tolerance then has its neighbourhood planned again from scratch
+   (:func:`_replan_regions`).  A regional plan (up to 2,000 pieces) that
    still misses the tolerance by less than half of it is made again from up to
    two other seeds (seed + 7919, + 15838), keeping the best.  With
    ``compaction_rounds`` (off by default), a regional plan is then made more
