@@ -162,6 +162,7 @@ from .partition import (
     minmax_moves,
     neighbour_lists,
     polish,
+    release,
     relocate,
     restore_moves,
     return_moves,
@@ -337,8 +338,14 @@ def balance(
             labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
             moves += evened
             if n_atoms > _THOROUGH_ATOMS:
+                # where heavy metros meet, each at its part count, the holders carry the whole
+                # cluster between them: one gives up its piece of a metro so another may join;
                 # a territory of whole light metros among lumps is fixed by no exchange between
                 # neighbours: its neighbourhood is planned again from scratch
+                labels, released = release(problem, labels, params)
+                if released:
+                    labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
+                    moves += released + evened
                 labels, replanned = _replan_regions(problem, labels, settings, deadline)
                 moves += replanned
             finished.append(
@@ -733,8 +740,8 @@ def _replan_regions(
     territory beyond the tolerance (worst first; none holding locked units or heavy-metro
     cells, whose part counts the exchanges already balance), the territories within
     ``_REPLAN_HOPS`` steps (at most ``_REPLAN_REGION``, none with locked units) are planned
-    again as a regional plan of their own (:func:`_best_fresh_plan` with two starts, its
-    redrawn plan re-cut, then the cells improved), each heavy metro's cells held by one
+    again as a regional plan of their own (:func:`_best_fresh_plan` with two starts; its best
+    start and that start redrawn each re-cut, the cells improved, the better kept), each heavy metro's cells held by one
     territory kept together as one piece so that no metro spans more territories, and reps
     matched to the new regions by home (:func:`_match_reps`).  Kept when the region's largest
     deviation falls, no territory is in more pieces and no heavy metro spans more than its
@@ -782,15 +789,25 @@ def _replan_regions(
             now = time.perf_counter()
             candidates, _, _, params = _best_fresh_plan(coarse, sub.bases, run, now, deadline)
             params = replace(params, deadline=deadline)
-            plan, _ = polish(coarse, candidates[-1][0], params, settings.seed, minmax=True, hops=3, max_region=20)
-            fine, _, _ = improve(sub, plan[lump], params)
-            fine, _ = minmax_moves(sub, fine, tolerance, deadline=deadline)
-            before = _plan_score(sub, cur, tolerance)
-            after = _plan_score(sub, fine, tolerance)
-            worst = np.abs(np.bincount(fine, weights=sub.weight, minlength=len(region)) / sub.targets - 1.0).max()
+            best = None
+            for plan, _ in candidates:  # the best start and its redrawing, both finished
+                plan, _ = polish(coarse, plan, params, settings.seed, minmax=True, hops=3, max_region=20)
+                # a holder's cells may lie in several pieces of the region (joined through the
+                # rest of its territory): a territory given them can fall apart, so it keeps its
+                # heaviest piece and the others are grown again from their neighbours
+                fine = plan[lump]
+                fine = _regrow_pieces(sub, fine, _centroids(sub, fine, np.zeros((len(region), 2))))
+                fine, _, _ = improve(sub, fine, params)
+                fine, _ = minmax_moves(sub, fine, tolerance, deadline=deadline)
+                pieces, _, inertia = _plan_score(sub, fine, tolerance)
+                worst = np.abs(np.bincount(fine, weights=sub.weight, minlength=len(region)) / sub.targets - 1.0).max()
+                score = (pieces, metro_spans_over(sub, fine), round(float(worst), 9), inertia)
+                if best is None or score < best[0]:
+                    best = (score, fine)
+            (pieces, spans, worst, _), fine = best
             if (
-                after[0] <= before[0]
-                and metro_spans_over(sub, fine) == 0
+                pieces <= _plan_score(sub, cur, tolerance)[0]
+                and spans == 0
                 and worst < np.abs(dev[region]).max() - 1e-6
             ):
                 labels[atoms] = region[_match_reps(sub, fine, sub.bases)]
@@ -1178,8 +1195,14 @@ def _transport_start(
             break
         labels = new
         cent = _centroids(problem, labels, cent)
-    # one connected region per territory: keep each territory's heaviest piece (the one with a
-    # locked atom first), grow the rest again from the territories around them
+    return _regrow_pieces(problem, labels, cent)
+
+
+def _regrow_pieces(problem: PartitionProblem, labels: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """One connected region per territory: keep each territory's heaviest piece (the one with a
+    locked atom first), grow the rest again from the territories around them (towards
+    ``anchors``, one point per territory)."""
+    n, k, w, locked = problem.n, problem.k, problem.weight, problem.locked
     comp = _edge_components(problem, lambda s, d: labels[s] == labels[d])
     piece_w = np.bincount(comp, weights=w + _EPS, minlength=n)
     piece_lock = np.bincount(comp, weights=(locked >= 0).astype(float), minlength=n)
@@ -1192,7 +1215,7 @@ def _transport_start(
     keep |= locked >= 0
     labels = np.where(keep, labels, -1)
     if (labels < 0).any():
-        labels = grow(problem, labels, cent)
+        labels = grow(problem, labels, anchors)
     return _fill_empty(problem, labels)
 
 

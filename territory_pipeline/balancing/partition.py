@@ -1083,6 +1083,59 @@ def handover(
     return _repair(problem, labels, params, max_starts, trials)
 
 
+def release(
+    problem: PartitionProblem,
+    labels: np.ndarray,
+    params: SearchParams,
+    hops: int = 2,
+    max_region: int = 20,
+    max_starts: int = 24,
+) -> tuple[np.ndarray, int]:
+    """Let a territory over its target give up its whole piece of a heavy metro to another holder.
+
+    Where heavy metros meet, a territory can hold pieces of two of them, and with every metro
+    at its part count no territory outside may take a cell of any: the holders carry the
+    cluster's whole weight between them, each over its target (the 1M synthetic universe:
+    seven territories holding the ten parts of four metros, each at +7.3% to +7.9%).  For each
+    of the ``max_starts`` territories most over their target beyond the tolerance, o, and each
+    heavy-metro piece o holds besides other atoms (lightest first; o's rest stays connected):
+    the piece goes to a holder of the same metro bordering it (connected with it), so the metro
+    spans one territory fewer and a territory with room may join it; then the neighbourhood
+    (``hops`` around o, the receiver included) is improved with the metro cells free to move
+    between holders and to one new territory.  Kept when the neighbourhood's largest excess
+    over the tolerance drops (or stays and the objective drops).  Territories with locked atoms
+    take no part.  Returns (labels, releases kept).
+    """
+    if problem.k <= 1 or not len(problem.group) or not len(problem.group_limit):
+        return labels.copy(), 0
+    group, w = problem.group, problem.weight
+
+    def trials(o: int, ctx: _Repair):
+        labels, nbrs, state, stiff = ctx.labels, ctx.nbrs, ctx.state, ctx.stiff
+        held = np.nonzero(state.gcount[:, o] > 0)[0].tolist()
+        pieces = sorted((float(w[(labels == o) & (group == g)].sum()), g) for g in held)
+        for _, g in pieces:
+            piece = np.nonzero((labels == o) & (group == g))[0]
+            rest = np.nonzero((labels == o) & (group != g))[0]
+            if not len(rest) or not _connected(rest.tolist(), nbrs):
+                continue
+            near = sorted({int(labels[v]) for u in piece.tolist() for v in nbrs[u]} - {o})
+            for h in near:
+                if stiff[h] or state.gcount[g, h] == 0:
+                    continue
+                if not _connected(np.nonzero(labels == h)[0].tolist() + piece.tolist(), nbrs):
+                    continue
+                region = _region(o, ctx.tadj, stiff, hops, max_region)
+                if h not in region:
+                    region = np.append(region, h)
+                trial = labels.copy()
+                trial[piece] = h
+                yield region, trial
+                break
+
+    return _repair(problem, labels, params, max_starts, trials, over=True)
+
+
 def _handovers(
     t: int,
     touching: list[int],
@@ -1201,10 +1254,12 @@ def _repair(
     params: SearchParams,
     max_starts: int,
     trials,
+    over: bool = False,
 ) -> tuple[np.ndarray, int]:
-    """Up to three rounds over the ``max_starts`` territories most under their target.
+    """Up to three rounds over the ``max_starts`` territories most under their target
+    (with ``over``: most over it).
 
-    For each territory t still under its target beyond the tolerance (without
+    For each territory t still under (over) its target beyond the tolerance (without
     locked atoms), the (region, trial labels) pairs ``trials(t, ctx)`` yields are
     tried in turn by :func:`_try_region`; the first kept ends t's turn.  Stops
     after a round that keeps nothing.  Returns (labels, moves kept).
@@ -1226,11 +1281,12 @@ def _repair(
     for _ in range(3):
         changed = 0
         ctx.tadj = _territory_graph(labels, src, dst, k)
-        dev = state.tw / problem.targets - 1.0
+        sign = -1.0 if over else 1.0  # walk from the far end of the band
+        dev = sign * (state.tw / problem.targets - 1.0)
         for t in np.argsort(dev, kind="stable")[:max_starts].tolist():
             if time.perf_counter() > params.deadline:
                 return labels, kept
-            if state.tw[t] / problem.targets[t] - 1.0 >= -params.tolerance:
+            if sign * (state.tw[t] / problem.targets[t] - 1.0) >= -params.tolerance:
                 break
             if ctx.stiff[t]:
                 continue
