@@ -142,7 +142,9 @@ def least_move_repair(
 ) -> np.ndarray:
     """``labels`` with its zone re-solved to move the least (see the module docstring).
 
-    ``problem.previous`` holds each atom's previous territory (-1: orphaned).
+    ``problem.previous`` holds each atom's previous territory (-1: orphaned); with
+    ``previous`` equal to ``labels`` the program brings territories beyond their band back into
+    it, moving the least (the engine's last step for national plans, :func:`.engine._settle`).
     ``tolerance``: one for all territories or one per territory.  ``objective="inertia"`` minimises the
     moment of inertia instead (weight x squared distance to the centroids of ``labels``;
     the engine's compaction of fresh plans, with ``previous`` set to ``labels``).
@@ -153,7 +155,9 @@ def least_move_repair(
     prev, w, pr = problem.previous, problem.weight, problem.providers
     ip, ix = problem.indptr, problem.indices
     if objective == "moved" and not ((labels != prev) | (prev < 0)).any():
-        return labels  # nothing moved
+        dev = np.abs(np.bincount(labels, weights=w, minlength=k) / problem.targets - 1.0)
+        if (dev <= np.broadcast_to(np.asarray(tolerance, dtype=float), (k,))).all():
+            return labels  # nothing moved and nothing to restore
     zone = problem.locked < 0
     src = np.repeat(np.arange(n), np.diff(ip))
     # candidates: previous, current, and the territories of neighbours (now or before)
