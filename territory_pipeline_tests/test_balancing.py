@@ -842,6 +842,24 @@ def test_explanation_names_heavy_metros_that_cannot_reach_an_underfilled_territo
     assert text.count("already spread over their part count") == 1
 
 
+def test_explanation_says_when_a_heavy_metros_fewest_parts_fall_below_the_band():
+    # a line: units U1, U2 (30 each) outside metros, then heavy metro H (4 x 22.5 = 90); three
+    # reps, target 50, capacity 52.5: H needs two parts, 45 each (0.90 of a target), and its
+    # holders border nothing but each other and U2's territory
+    inst = grid_instance(6, 1, 3, weight=np.array([[30.0, 30.0, 22.5, 22.5, 22.5, 22.5]]),
+                         cbsa={(0, 2): "H", (0, 3): "H", (0, 4): "H", (0, 5): "H"})
+    units = inst["units"]
+    asg = pl.DataFrame({"unit_id": units["unit_id"], "rep_id": ["R00", "R00", "R01", "R01", "R02", "R02"]})
+    _, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
+    text = m["explanation"]
+    clause = (
+        "heavy metro H weighs 1.80 targets and is cut into its fewest parts, 2, of 0.900 of a target "
+        "on average, below the band (0.95): its holders reach the band only with pieces from outside it"
+    )
+    assert "territory of R01 (-10.0%) holds part of heavy metro H (0.90 of its target) (" + clause in text
+    assert text.count(clause) == 2  # both holders; not the territory above its target
+
+
 def test_explanation_names_a_move_the_search_did_not_make():
     inst = grid_instance(4, 1, 2)
     units = inst["units"]

@@ -434,7 +434,7 @@ def _why_off_target(
             .agg(pl.col("weight").sort().sum())
             .sort("weight", "cbsa_code", descending=[True, False], nulls_last=True)
         )
-        held = []
+        held, thin = [], []
         for code, heavy, weight in mine.head(3).iter_rows():
             what = (
                 "units outside any metro"
@@ -442,7 +442,20 @@ def _why_off_target(
                 else f"{'part of heavy metro' if heavy else 'whole metro'} {code}"
             )
             held.append(f"{what} ({weight / mu[t]:.2f} of its target)")
+            if heavy and d < 0:
+                # the fewest parts of a heavy metro can average below the band: its holders
+                # then need pieces from outside it, which a holder inside the metro cannot reach
+                mw = float(metro_w.filter(pl.col("cbsa_code") == code)["mw"][0])
+                count = math.ceil(mw / cap_w - 1e-9)
+                if mw / count < (1 - tol) * mu[t]:
+                    thin.append(
+                        f"heavy metro {code} weighs {mw / mu[t]:.2f} targets and is cut into its fewest "
+                        f"parts, {count}, of {mw / count / mu[t]:.3f} of a target on average, below the "
+                        f"band ({1 - tol:.2f}): its holders reach the band only with pieces from outside it"
+                    )
         label = f"territory of {territory[t]} ({d:+.1%}) holds {', '.join(held)}"
+        if thin:
+            label += " (" + "; ".join(thin) + ")"
         if not better.any():
             out.append(
                 f"{label}; no single move of a whole metro or unit between it and a neighbouring "
