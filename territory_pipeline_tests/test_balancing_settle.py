@@ -8,6 +8,7 @@ within its band, connected; territories further away are held.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -55,3 +56,22 @@ def test_settling_is_deterministic():
     first, _ = _settle(problem, labels, BalanceSettings(), time.perf_counter() + 60)
     second, _ = _settle(problem, labels, BalanceSettings(), time.perf_counter() + 60)
     assert np.array_equal(first, second)
+
+
+def test_rebalancing_settles_towards_the_previous_plan():
+    # previous plan: five strips of eight columns (balanced); the plan given moved column 8
+    # from territory 1 to 0 (+12.5% / -12.5%) and column 24 from 3 to 2 (-12.5% / +12.5%
+    # the other way): the least move back within the tolerance returns them
+    problem = _grid_problem(NX, NY, 5)
+    col = np.arange(problem.n) % NX
+    previous = col // 8
+    labels = previous.copy()
+    labels[col == 8] = 0
+    labels[col == 24] = 2
+    problem = replace(problem, previous=previous)
+    out, changed = _settle(problem, labels, BalanceSettings(), time.perf_counter() + 60, rebalancing=True)
+    assert np.abs(_deviations(problem, out)).max() <= 0.05
+    # moved from the previous plan: at most what the tolerance leaves (2 of each column's 4)
+    assert int((out != previous).sum()) <= 4
+    assert changed >= 4
+    assert _connected_labels(problem, out)
