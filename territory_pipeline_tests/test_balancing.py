@@ -489,6 +489,11 @@ def test_evaluate_plan_flags_disconnected_territories_and_split_metros():
 # --- compound moves of the local search --------------------------------------------
 
 
+def _deviations(problem, labels) -> np.ndarray:
+    """Each territory's signed deviation from its target under ``labels``."""
+    return np.bincount(labels, weights=problem.weight, minlength=problem.k) / problem.targets - 1.0
+
+
 def _grid_problem(nx_: int, ny: int, k: int, weight: np.ndarray | None = None):
     """A PartitionProblem on an nx x ny lattice (4-neighbour), equal targets."""
     from territory_pipeline.balancing.geometry import to_csr

@@ -26,7 +26,11 @@ from territory_pipeline.balancing.partition import (
     release,
     relocate,
 )
-from territory_pipeline_tests.test_balancing import _connected_labels, _grid_problem
+from territory_pipeline_tests.test_balancing import (
+    _connected_labels,
+    _deviations,
+    _grid_problem,
+)
 
 NX = 14
 LAYOUT = np.array(
@@ -58,9 +62,6 @@ def _cluster():
     problem = replace(_grid_problem(NX, 5, 6, w), group=group, group_limit=np.array([2, 1]))
     return problem, LAYOUT.copy()
 
-
-def _deviations(problem, labels):
-    return np.bincount(labels, weights=problem.weight, minlength=problem.k) / problem.targets - 1.0
 
 
 def _params():

@@ -23,14 +23,15 @@ from territory_pipeline.balancing.partition import (
     metro_spans_over,
     minmax_moves,
 )
-from territory_pipeline_tests.test_balancing import _connected_labels, _grid_problem
+from territory_pipeline_tests.test_balancing import (
+    _connected_labels,
+    _deviations,
+    _grid_problem,
+)
 
 NX, NY, K = 14, 10, 6
 LUMPS = (5 * NX + 6, 5 * NX + 7)  # two neighbouring metros in the middle of the grid
 
-
-def _deviations(problem, labels):
-    return np.bincount(labels, weights=problem.weight, minlength=problem.k) / problem.targets - 1.0
 
 
 def _two_metro_plan():

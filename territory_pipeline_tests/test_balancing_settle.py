@@ -14,7 +14,11 @@ import numpy as np
 
 from territory_pipeline.balancing import BalanceSettings
 from territory_pipeline.balancing.engine import _settle
-from territory_pipeline_tests.test_balancing import _connected_labels, _grid_problem
+from territory_pipeline_tests.test_balancing import (
+    _connected_labels,
+    _deviations,
+    _grid_problem,
+)
 
 NX, NY = 40, 4
 
@@ -27,9 +31,6 @@ def _strips():
     labels = np.searchsorted([9, 17, 24, 32], col, side="right")
     return problem, labels
 
-
-def _deviations(problem, labels):
-    return np.bincount(labels, weights=problem.weight, minlength=problem.k) / problem.targets - 1.0
 
 
 def test_weight_passes_along_the_chain_moving_the_least():

@@ -53,9 +53,13 @@ Algorithm
    with its direct neighbours, regional ones (up to 2,000 pieces) its
    neighbourhood three hops wide, heavy-metro cells included; last, single
    moves that lower the larger deviation of the two territories they touch
-   (:func:`.partition.minmax_moves`); a national territory still beyond the
-   tolerance then has its neighbourhood planned again from scratch
-   (:func:`_replan_regions`).  A regional plan (up to 2,000 pieces) that
+   (:func:`.partition.minmax_moves`).  National plans then take three more
+   steps: a holder over its target gives up its piece of a second heavy metro
+   so a territory with room may join that metro (:func:`.partition.release`);
+   a territory still beyond the tolerance has its neighbourhood planned again
+   from scratch (:func:`_replan_regions`); the territories still beyond it and
+   their neighbours are re-solved by the least-move program (:func:`_settle`).
+   A regional plan (up to 2,000 pieces) that
    still misses the tolerance by less than half of it is made again from up to
    two other seeds (seed + 7919, + 15838), keeping the best.  With
    ``compaction_rounds`` (off by default), a regional plan is then made more
@@ -162,6 +166,7 @@ from .partition import (
     minmax_moves,
     neighbour_lists,
     polish,
+    region_limits,
     release,
     relocate,
     restore_moves,
@@ -790,8 +795,7 @@ def _replan_regions(
             if len(problem.group_limit):
                 held = np.zeros((len(problem.group_limit), k), dtype=bool)
                 held[group[group >= 0], labels[group >= 0]] = True
-                held[:, region] = False
-                sub = replace(sub, group=group[atoms], group_limit=problem.group_limit - held.sum(axis=1))
+                sub = replace(sub, group=group[atoms], group_limit=region_limits(problem, held, region))
             # a heavy metro's cells held by one territory stay together: whole parts move
             g = group[atoms]
             coarse, lump = contract(sub, np.where(g >= 0, -(g * len(region) + cur) - 1, np.arange(len(atoms))))

@@ -971,9 +971,7 @@ def polish(
             if with_groups and len(problem.group):
                 # a heavy metro may span, inside the region, its limit less its holders outside
                 g_in = problem.group[atoms]
-                outside = (state.gcount > 0).copy()
-                outside[:, region] = False
-                limits = problem.group_limit - outside.sum(axis=1)
+                limits = region_limits(problem, state.gcount > 0, region)
             before = _region_score(state, region, minmax)
             old = labels[atoms].copy()
             best = None
@@ -1120,18 +1118,15 @@ def release(
             if not len(rest) or not _connected(rest.tolist(), nbrs):
                 continue
             near = sorted({int(labels[v]) for u in piece.tolist() for v in nbrs[u]} - {o})
-            for h in near:
-                if stiff[h] or state.gcount[g, h] == 0:
-                    continue
-                if not _connected(np.nonzero(labels == h)[0].tolist() + piece.tolist(), nbrs):
-                    continue
-                region = _region(o, ctx.tadj, stiff, hops, max_region)
-                if h not in region:
-                    region = np.append(region, h)
-                trial = labels.copy()
-                trial[piece] = h
-                yield region, trial
-                break
+            h = _receiving_holder(g, piece, near, labels, state, nbrs, stiff)
+            if h is None:
+                continue
+            region = _region(o, ctx.tadj, stiff, hops, max_region)
+            if h not in region:
+                region = np.append(region, h)
+            trial = labels.copy()
+            trial[piece] = h
+            yield region, trial
 
     return _repair(problem, labels, params, max_starts, trials, over=True)
 
@@ -1163,13 +1158,29 @@ def _handovers(
             if t in near and _connected(mine.tolist() + piece.tolist(), nbrs):
                 out.append((g, h, t))
                 continue
-            for h1 in near:
-                if not stiff[h1] and state.gcount[g, h1] > 0 and _connected(
-                    np.nonzero(labels == h1)[0].tolist() + piece.tolist(), nbrs
-                ):
-                    out.append((g, h, h1))
-                    break
+            h1 = _receiving_holder(g, piece, near, labels, state, nbrs, stiff)
+            if h1 is not None:
+                out.append((g, h, h1))
     return out
+
+
+def _receiving_holder(
+    g: int,
+    piece: np.ndarray,
+    near: list[int],
+    labels: np.ndarray,
+    state: _State,
+    nbrs: list[list[int]],
+    stiff: np.ndarray,
+) -> int | None:
+    """The first territory of ``near`` (those bordering ``piece``) that already holds heavy metro
+    g, has no locked atoms and stays connected with the piece; None without one."""
+    for h in near:
+        if not stiff[h] and state.gcount[g, h] > 0 and _connected(
+            np.nonzero(labels == h)[0].tolist() + piece.tolist(), nbrs
+        ):
+            return h
+    return None
 
 
 def relocate(
@@ -1320,10 +1331,8 @@ def _try_region(
     atoms = np.nonzero(np.isin(labels, region))[0]
     sub, local = _subproblem(problem, atoms, region)
     if len(problem.group):
-        outside = state.gcount > 0
-        outside[:, region] = False
         sub = replace(
-            sub, group=problem.group[atoms], group_limit=problem.group_limit - outside.sum(axis=1)
+            sub, group=problem.group[atoms], group_limit=region_limits(problem, state.gcount > 0, region)
         )
     before = _region_score(state, region, True)
     old = labels[atoms].copy()
@@ -1502,6 +1511,14 @@ def _subproblem(
         travel_hours_per_mile=problem.travel_hours_per_mile,
     )
     return sub, terr
+
+
+def region_limits(problem: PartitionProblem, holders: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Each heavy metro's limit inside the territories ``region``: its limit less the territories
+    outside the region holding it (``holders``: heavy metros x territories, True where held)."""
+    outside = holders.copy()
+    outside[:, region] = False
+    return problem.group_limit - outside.sum(axis=1)
 
 
 def contract(problem: PartitionProblem, key: np.ndarray) -> tuple[PartitionProblem, np.ndarray]:
