@@ -118,6 +118,86 @@ def test_neighbourhood_bound_never_exceeds_the_best_connected_plan(seed):
     assert found.value <= best + 1e-9
 
 
+def test_neighbourhood_bound_on_a_heavy_metro_whose_neighbours_have_no_room():
+    # heavy metro A (4.74 targets, at most 5 territories) borders only heavy metro B (2.00, at
+    # most 2), and B borders a chain of small units.  A holder of A that takes any of B takes at
+    # least 2.00 - (1 + D) of it, so it can hold at most 2D of A: all five holders hold A alone,
+    # 0.948 each, 5.2% under.  With B at 2.30 in 3 territories a holder may take 0.30 - 2D of B:
+    # four at 1 + D and one at 0.70 + 3D of A carry 4.74 once D >= 0.57%.
+    small = 326
+    w = np.array([4.74, 2.0] + [0.01] * small)
+    parts = np.array([5, 2] + [0] * small)
+    edges = np.array([(0, 1), (1, 2)] + [(2 + i, 3 + i) for i in range(small - 1)])
+    found = neighbourhood_bound(w, parts, edges, np.full(10, 1.0))
+    assert found.value == pytest.approx(1 - 4.74 / 5, abs=2e-4)
+    assert found.root == 0 and found.neighbours == (1,)
+    w[1], parts[1] = 2.3, 3
+    found = neighbourhood_bound(w[:-30], parts[:-30], edges[:-30], np.full(10, 1.0))
+    assert found.value == pytest.approx(0.04 / 7, abs=2e-4)
+    assert found.root == 0
+    # a light unit next to A: a holder may take just that, so A's holders can carry it
+    found = neighbourhood_bound(w, parts, np.vstack([edges, [(0, 2)]]), np.full(10, 1.0))
+    assert found.value < 1e-3
+
+
+def test_heavy_metro_bound_never_exceeds_the_best_connected_plan():
+    # brute force over every assignment of a strip of 8 cells to 3 connected territories: a
+    # heavy metro H (cells 0-2, at most 2 territories) bordering only a heavy metro B (cells
+    # 3-4, at most 1 or 2), then light cells, with random chords; H sets the bound on some
+    import itertools
+
+    tight = heavy_root = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        n, k = 8, 3
+        g = nx.path_graph(n)
+        for _ in range(2):
+            a, b = sorted(rng.choice(n, 2, replace=False).tolist())
+            if not (a <= 2 and b >= 5):
+                g.add_edge(int(a), int(b))
+        group = np.array([0, 0, 0, 1, 1, 2, 3, 4])
+        w = rng.uniform(0.2, 0.8, size=n)
+        parts = np.array([2, int(rng.integers(1, 3)), 0, 0, 0])
+        targets = np.full(k, w.sum() / k)
+        best = math.inf
+        for lab in itertools.product(range(k), repeat=n):
+            lab = np.array(lab)
+            if len(set(lab.tolist())) < k:
+                continue
+            if any(len(set(lab[group == x].tolist())) > max(parts[x], 1) for x in range(5)):
+                continue
+            if not all(nx.is_connected(g.subgraph(np.nonzero(lab == t)[0].tolist())) for t in range(k)):
+                continue
+            best = min(best, float(np.max(np.abs(np.bincount(lab, weights=w, minlength=k) / targets - 1))))
+        edges = np.array([(group[a], group[b]) for a, b in g.edges() if group[a] != group[b]])
+        found = neighbourhood_bound(np.bincount(group, weights=w), parts, edges, targets, floor=0.0)
+        assert found.value <= best + 1e-9
+        if found.root == 0:
+            heavy_root += 1
+            tight += found.value >= best - 2e-4
+    assert heavy_root >= 4 and tight >= 2
+
+
+def test_explanation_cites_a_heavy_metro_its_holders_cannot_fill():
+    # a strip: heavy metro H (0.9 + 0.9 targets) next to heavy metro B (1.0 + 1.0), then 22
+    # small units (0.1 each), six reps.  H's two holders cannot take any of B (its other holder
+    # would carry more than 1.05), so they sit at 0.9: every plan is at least 10% off, and the
+    # light units' two territories take the rest (1.1 each), so 10% is also the best plan
+    w = np.array([[0.9, 0.9, 1.0, 1.0] + [0.1] * 22])
+    inst = grid_instance(26, 1, 6, weight=w, cbsa={(0, 0): "H", (0, 1): "H", (0, 2): "B", (0, 3): "B"})
+    plan = balance(inst["units"], inst["reps"], adjacency=inst["adjacency"], providers=inst["providers"])
+    m = plan.metrics
+    assert m["granularity_bound"] == pytest.approx(0.0)
+    assert m["neighbourhood_bound"] == pytest.approx(0.1, abs=2e-4)
+    assert m["imbalance"] == pytest.approx(0.1)
+    assert (
+        "No connected plan that keeps light metros whole and spreads each heavier one over at most its part "
+        "count can reach ±5%: metro H (1.80, at most 2 territories) borders only metro B (2.00, at most 2 "
+        "territories)" in m["explanation"]
+    )
+    assert "0.0 points above that bound" in m["explanation"]
+
+
 def test_explanation_cites_the_neighbourhood_bound_when_geography_forbids_the_tolerance():
     # a line of whole metros A (50) - B (100) - C (50) for two reps: {A, C} / {B} would be exact,
     # but a connected territory holding A is A alone or A + B, so every plan is 50% off target

@@ -333,8 +333,19 @@ def _neighbourhood(
         return f"{names[x]} ({gw[x] / tgt:.2f})"
 
     around = ", ".join(describe(x) for x in found.neighbours) or "nothing"
+    whole = f"light {'metros' if settings.keep_metros_whole else 'units'} whole"
+    if parts[found.root]:
+        text = (
+            f"No connected plan that keeps {whole} and spreads each heavier one over at most its "
+            f"part count can reach ±{settings.tolerance:.0%}: {describe(found.root)} borders only "
+            f"{around} (weights as shares of a target); its holders carry all of it, one holding "
+            f"anything else takes at least a whole light neighbour or what a heavy neighbour's "
+            f"other holders cannot carry, so whatever territories hold it, one deviates by at least "
+            f"{found.value:.1%} (the neighbourhood bound)."
+        )
+        return found.value, text
     text = (
-        f"No connected plan that keeps light {'metros' if settings.keep_metros_whole else 'units'} whole "
+        f"No connected plan that keeps {whole} "
         f"can reach ±{settings.tolerance:.0%}: "
         f"{names[found.root]} weighs {gw[found.root] / tgt:.2f} of a target and borders only "
         f"{around} (weights as shares of a target), so whatever connected set holds it, the territory "
