@@ -186,3 +186,48 @@ def test_orphan_quotas_survive_rounding_locked_territories_and_pass_through():
     # net inflows: the quotas add up to the total weight, whatever passes through an orphan group
     assert quotas.sum() == pytest.approx(weight.sum())
     assert quotas[0] == pytest.approx(4.24)  # the locked territory takes nothing more than it holds
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_off_names_the_pieces_a_move_would_separate(seed):
+    # the search from u's neighbours at once (stopping once every part but one is found and the
+    # last outweighs them) must
+    # give what the components say: [] when the territory stays connected, else every part
+    # but the heaviest (ties: the part with the lowest atom), sorted; None when asked only
+    # whether it stays connected.  Territories of a random planar graph, many atoms each.
+    import networkx as nx
+
+    from territory_pipeline.balancing.partition import _cut_off, stays_connected
+
+    rng = np.random.default_rng(seed)
+    side = 14
+    g = nx.grid_2d_graph(side, side)
+    g = nx.convert_node_labels_to_integers(g, ordering="sorted")
+    for _ in range(40):  # a few diagonals, so rings are not always linked
+        a = int(rng.integers(side * side - side - 1))
+        if a % side < side - 1:
+            g.add_edge(a, a + side + 1)
+    nbrs = [sorted(g[v]) for v in range(side * side)]
+    labels = (np.arange(side * side) // side >= side // 2).astype(np.int64)  # two halves
+    labels[rng.choice(side * side, 45, replace=False)] = 2  # holes and corridors
+    weight = rng.choice([0.5, 1.0, 2.0], size=side * side)
+    weight[:3] = 1.0  # equal-weight parts do occur
+    checked = separated = 0
+    for u in range(side * side):
+        a = int(labels[u])
+        rest = [v for v in range(side * side) if labels[v] == a and v != u]
+        comps = [
+            sorted(c)
+            for c in nx.connected_components(g.subgraph(rest))
+            if any(v in c for v in nbrs[u])
+        ]
+        got = _cut_off(u, a, labels, nbrs, weight)
+        if len(comps) <= 1:
+            assert got == [] and stays_connected(u, a, labels, nbrs)
+            continue
+        heaviest = max(range(len(comps)), key=lambda i: (weight[comps[i]].sum(), -min(comps[i])))
+        assert got == sorted(v for i, c in enumerate(comps) if i != heaviest for v in c)
+        assert not stays_connected(u, a, labels, nbrs)
+        checked += 1
+        separated += len(got) > 0
+    assert checked >= 10 and separated == checked

@@ -43,6 +43,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -496,6 +497,110 @@ def _cut_off(
     # H3 graph) keep a connected, since every path to u in a ends at one of them
     if _connected(ring, nbrs):
         return []
+    found = _ring_parts(u, a, ring, labels, nbrs, weight)
+    if found is None:
+        return []
+    if weight is None:
+        return None
+    if found:
+        return sorted(y for part in found for y in part)
+    return _cut_off_parts(u, a, ring, labels, nbrs, weight)
+
+
+def _ring_parts(
+    u: int, a: int, ring: list[int], labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray | None
+) -> list[list[int]] | None:
+    """Territory a without u, searched from each of u's neighbours in a at once.
+
+    The searches take one step each in turn and merge where they meet, so the work is
+    bounded by the lighter parts rather than by a.  None when all of ``ring`` meet (a stays
+    connected).  Without ``weight``: [[]] once one part is searched to its end (a falls
+    apart).  With it: the parts to cut off, once every part but one is searched to its end
+    and the last has grown clearly heavier than each of them (it is then the heaviest,
+    whatever else it holds); [] when that is a near tie, for the full search to settle.
+    """
+    owner: dict[int, int] = {u: -1}
+    root = list(range(len(ring)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    queues: dict[int, deque] = {}
+    members: dict[int, list[int]] = {}
+    for i, r in enumerate(ring):
+        if r in owner:  # listed twice
+            continue
+        owner[r] = i
+        queues[i] = deque([r])
+        members[i] = [r]
+    done: list[list[int]] = []
+    while len(queues) > 1:
+        for i in list(queues):
+            if i not in queues:
+                continue  # merged into another search this turn
+            queue = queues[i]
+            for y in nbrs[queue.popleft()]:
+                if labels[y] != a:
+                    continue
+                j = owner.get(y)
+                if j is None:
+                    owner[y] = i
+                    queue.append(y)
+                    members[i].append(y)
+                    continue
+                if j < 0:
+                    continue
+                j = find(j)
+                if j == i:
+                    continue
+                # two searches met: one part (the one with more atoms absorbs the other)
+                big, small = (i, j) if len(members[i]) >= len(members[j]) else (j, i)
+                root[small] = big
+                queues[big].extend(queues.pop(small))
+                members[big].extend(members.pop(small))
+                if not done and len(queues) == 1:
+                    return None
+                i = big
+                queue = queues[i]
+            if not queue:
+                done.append(members.pop(i))
+                del queues[i]
+                if weight is None:
+                    return [[]]
+                if len(queues) <= 1:
+                    break
+    if not done:  # u's neighbours in a were one search from the start
+        return None
+    if weight is None:
+        return [[]]
+    heaviest = max(float(weight[part].sum()) for part in done)
+    margin = 1e-9 * max(heaviest, 1.0)
+    if not queues:  # every part searched: full search settles which stays
+        return []
+    # the last part, grown until it clearly outweighs the others (or runs dry)
+    (i, queue), = queues.items()
+    grown = members[i]
+    mass = float(weight[grown].sum())
+    while mass <= heaviest + margin and queue:
+        for y in nbrs[queue.popleft()]:
+            if labels[y] == a and y not in owner:
+                owner[y] = i
+                queue.append(y)
+                grown.append(y)
+                mass += float(weight[y])
+    if mass <= heaviest + margin:
+        return []
+    return done
+
+
+def _cut_off_parts(
+    u: int, a: int, ring: list[int], labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray
+) -> list[int]:
+    """:func:`_cut_off` searched to the end: every part of a without u that holds a
+    neighbour of u, the heaviest kept (ties: the one with the lowest atom)."""
     want = set(ring)
     comp_of: dict[int, int] = {}
     comps: list[list[int]] = []
@@ -518,8 +623,6 @@ def _cut_off(
                         comp_of[y] = idx
         if idx == 0 and len(comp_of) == len(want):
             return []
-        if weight is None:
-            return None
         comps.append(members)
     heaviest = max(
         range(len(comps)), key=lambda i: (weight[comps[i]].sum(), -min(comps[i]))
