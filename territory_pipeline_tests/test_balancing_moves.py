@@ -231,3 +231,31 @@ def test_cut_off_names_the_pieces_a_move_would_separate(seed):
         checked += 1
         separated += len(got) > 0
     assert checked >= 10 and separated == checked
+
+
+def test_search_state_keeps_the_count_of_each_heavy_metros_holders():
+    # the state counts each heavy metro's holders as moves are applied (the part limit is
+    # checked against it on every candidate move): random moves of single atoms and chunks,
+    # including a metro's last atom leaving a territory and a move onto its own territory
+    from territory_pipeline.balancing.partition import SearchParams, _State
+
+    rng = np.random.default_rng(4)
+    problem = _grid_problem(8, 8, 5)
+    group = np.full(64, -1, dtype=np.int64)
+    group[:16], group[30:40] = 0, 1
+    problem = replace(problem, group=group, group_limit=np.array([2, 3]))
+    labels = (np.arange(64) // 13).astype(np.int64)
+    state = _State(problem, labels.copy(), SearchParams())
+    for _ in range(400):
+        chunk = rng.choice(64, size=int(rng.integers(1, 4)), replace=False)
+        a = int(state.labels[chunk[0]])
+        chunk = [int(c) for c in chunk if state.labels[c] == a]
+        state.apply(chunk, a, int(rng.integers(5)))
+        assert np.array_equal(state.holders, (state.gcount > 0).sum(axis=1))
+    # and the part limit reads it: metro 0 held by two territories (its limit) takes no third
+    # until one of them gives up its whole piece
+    labels = np.where(np.arange(64) < 8, 0, np.where(np.arange(64) < 16, 1, 2 + np.arange(64) % 3))
+    state = _State(problem, labels.astype(np.int64), SearchParams())
+    assert state.holders[0] == 2 and not state.allowed(np.array([0]), np.array([3]))[0]
+    state.apply(list(range(8, 16)), 1, 0)
+    assert state.holders[0] == 1 and state.allowed(np.array([0]), np.array([3]))[0]

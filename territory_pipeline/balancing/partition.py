@@ -268,6 +268,10 @@ class _State:
         )
         if grouped.any():
             np.add.at(self.gcount, (problem.group[grouped], labels[grouped]), 1)
+        # territories holding each heavy metro, kept up to date by apply (allowed asks for
+        # it once per candidate move: counting it afresh each time took a fifth of a
+        # national rebalance)
+        self.holders = (self.gcount > 0).sum(axis=1)
         total_w = problem.weight.sum()
         share = problem.targets / total_w if total_w > 0 else np.full(k, 1.0 / k)
         self.share = share
@@ -448,8 +452,8 @@ class _State:
         g = self.p.group[u]
         ok = (g < 0) | (self.gcount[np.maximum(g, 0), b] > 0)
         if len(self.p.group_limit):
-            holders = (self.gcount > 0).sum(axis=1)
-            ok |= (g >= 0) & (holders[np.maximum(g, 0)] < self.p.group_limit[np.maximum(g, 0)])
+            gi = np.maximum(g, 0)
+            ok |= (g >= 0) & (self.holders[gi] < self.p.group_limit[gi])
         return ok
 
     def chunk_allowed(self, chunk: list[int], b: int) -> bool:
@@ -464,8 +468,14 @@ class _State:
         if len(self.gcount):
             g = p.group[c]
             g = g[g >= 0]
-            np.add.at(self.gcount[:, a], g, -1)
-            np.add.at(self.gcount[:, b], g, 1)
+            if len(g):
+                held = (self.gcount[g, a] > 0).astype(np.int64) + (self.gcount[g, b] > 0)
+                np.add.at(self.gcount[:, a], g, -1)
+                np.add.at(self.gcount[:, b], g, 1)
+                ug, first = np.unique(g, return_index=True)
+                now = (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0)
+                if a != b:
+                    self.holders[ug] += now - held[first]
         self.tw[a] -= p.weight[c].sum()
         self.tw[b] += p.weight[c].sum()
         self.tp[a] -= p.providers[c].sum()
