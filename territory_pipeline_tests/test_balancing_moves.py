@@ -259,3 +259,28 @@ def test_search_state_keeps_the_count_of_each_heavy_metros_holders():
     assert state.holders[0] == 2 and not state.allowed(np.array([0]), np.array([3]))[0]
     state.apply(list(range(8, 16)), 1, 0)
     assert state.holders[0] == 1 and state.allowed(np.array([0]), np.array([3]))[0]
+
+
+def test_search_state_forgets_a_cut_off_once_its_territory_changes():
+    # the state remembers what moving a cut atom would cut off; after any move touching that
+    # territory the answer is searched again (a remembered answer would be stale)
+    from territory_pipeline.balancing.partition import (
+        SearchParams,
+        _cut_off,
+        _State,
+        neighbour_lists,
+    )
+
+    problem = _grid_problem(6, 3, 2)
+    nbrs = neighbour_lists(problem)
+    # territory 0: the left column and a strip along the top row; atom 1 links atom 2's strip
+    labels = np.ones(18, dtype=np.int64)
+    labels[[0, 6, 12, 1, 2, 3]] = 0
+    state = _State(problem, labels.copy(), SearchParams())
+    assert state.cut_off(1, 0, nbrs) == [2, 3]
+    state.apply([7], 1, 0)  # 7 joins territory 0 below atom 1: the strip still hangs on 1
+    assert state.cut_off(1, 0, nbrs) == [2, 3]
+    state.apply([8], 1, 0)  # 8 links the strip to 7: removing 1 cuts nothing off
+    assert state.cut_off(1, 0, nbrs) == [] == _cut_off(1, 0, state.labels, nbrs, problem.weight)
+    state.apply([8], 0, 1)
+    assert state.cut_off(1, 0, nbrs) == [2, 3]

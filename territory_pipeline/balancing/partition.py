@@ -272,6 +272,9 @@ class _State:
         # it once per candidate move: counting it afresh each time took a fifth of a
         # national rebalance)
         self.holders = (self.gcount > 0).sum(axis=1)
+        # each territory's count of changes, so what depends on its atoms only can be reused
+        self.version = np.zeros(k, dtype=np.int64)
+        self._cuts: dict[tuple[int, int], tuple[int, list[int]]] = {}
         total_w = problem.weight.sum()
         share = problem.targets / total_w if total_w > 0 else np.full(k, 1.0 / k)
         self.share = share
@@ -461,10 +464,23 @@ class _State:
         c = np.asarray(chunk)
         return bool(self.allowed(c, np.full(len(c), b)).all())
 
+    def cut_off(self, u: int, a: int, nbrs: list[list[int]]) -> list[int]:
+        """:func:`_cut_off` of atom u from territory a (by weight), remembered until a changes:
+        the search meets the same cut atoms round after round."""
+        version = int(self.version[a])
+        known = self._cuts.get((u, a))
+        if known is not None and known[0] == version:
+            return known[1]
+        rest = _cut_off(u, a, self.labels, nbrs, self.p.weight)
+        self._cuts[(u, a)] = (version, rest)
+        return rest
+
     def apply(self, chunk: list[int], a: int, b: int) -> None:
         """Move the atoms of ``chunk`` from a to b, updating the totals."""
         p = self.p
         c = np.array(chunk)
+        self.version[a] += 1
+        self.version[b] += 1
         if len(self.gcount):
             g = p.group[c]
             g = g[g >= 0]
@@ -734,7 +750,7 @@ def _try_chain(
         border.sort(key=lambda m: (abs(p.weight[m] - amount), m))
         choice = None
         for m in border[:6]:
-            rest = _cut_off(m, x, labels, nbrs, p.weight)
+            rest = state.cut_off(m, x, nbrs)
             if len(rest) > max_chunk or (rest and (~movable[rest]).any()):
                 continue
             chunk = [m, *rest]
@@ -985,7 +1001,7 @@ def improve(
                     continue
                 if state.count[ai] <= 1 or not any(labels[v] == bi for v in nbrs[ui]):
                     continue
-                rest = _cut_off(ui, ai, labels, nbrs, problem.weight)
+                rest = state.cut_off(ui, ai, nbrs)
                 chunk = [ui]
                 if rest:  # u is a cut atom: move it with the part it would cut off, if that pays
                     if len(rest) > max_chunk or (~movable[rest]).any():
@@ -1931,7 +1947,7 @@ def flow_moves(
             if labels[u] != a or problem.locked[u] >= 0 or not w[u] < 2 * need + spare:
                 continue
             # an atom whose removal would cut a apart takes the cut-off piece along
-            chunk = [u, *_cut_off(u, a, labels, nbrs, w)]
+            chunk = [u, *state.cut_off(u, a, nbrs)]
             lump = float(w[chunk].sum())
             if not _EPS < lump < 2 * need + spare or state.count[a] <= len(chunk):
                 queued.discard(u)  # may come free once a neighbour has gone
