@@ -460,9 +460,18 @@ class _State:
         return ok
 
     def chunk_allowed(self, chunk: list[int], b: int) -> bool:
-        """Whether all atoms of ``chunk`` may join territory b."""
-        c = np.asarray(chunk)
-        return bool(self.allowed(c, np.full(len(c), b)).all())
+        """Whether all atoms of ``chunk`` may join territory b (:meth:`allowed`, atom by atom:
+        asked for every candidate move, mostly of one atom, where array calls cost more)."""
+        if not len(self.gcount):
+            return True
+        group, limit = self.p.group, self.p.group_limit
+        for x in chunk:
+            g = group[x]
+            if g < 0 or self.gcount[g, b] > 0:
+                continue
+            if not len(limit) or self.holders[g] >= limit[g]:
+                return False
+        return True
 
     def cut_off(self, u: int, a: int, nbrs: list[list[int]]) -> list[int]:
         """:func:`_cut_off` of atom u from territory a (by weight), remembered until a changes:
