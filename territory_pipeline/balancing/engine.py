@@ -361,6 +361,9 @@ def balance(
         return labels, problem, atom_of, rounds, moves, start_name
 
     if previous is not None:
+        # national plans: fewer joint-return solves (each takes 2-3 s over 78,000 pieces; twenty
+        # of them took half a 1M departure's 120 s)
+        solves = {} if n_atoms <= _THOROUGH_ATOMS else {"max_solves": 6, "exact_solves": 3}
         params = SearchParams(
             tolerance=settings.tolerance,
             secondary_tolerance=settings.secondary_tolerance,
@@ -404,9 +407,6 @@ def balance(
             # weight passed along a chain and partly back: return what balance does not need,
             # atom by atom, then jointly (a re-cut swapping atoms between territories)
             labels, returned = return_moves(level, labels, settings.tolerance)
-            # national plans: fewer solves (each takes 2-3 s over 78,000 pieces; twenty of them
-            # took half a 1M departure's 120 s)
-            solves = {} if n_atoms <= _THOROUGH_ATOMS else {"max_solves": 6, "exact_solves": 3}
             restored, joint = restore_moves(level, labels, settings.tolerance, deadline=deadline, **solves)
             # a territory left beyond the tolerance next to a move that lowers the worse of two
             # deviations (the searches minimise a sum): make such moves.  The joint returns keep
@@ -433,12 +433,11 @@ def balance(
         rounds = sum(c[4] for c in candidates)
         moves = sum(c[5] for c in candidates)
         # a plan that needed a re-cut reshuffled more than balance needs: give back what a
-        # slightly wider tolerance allows, then restore the tolerance moving little (while at
-        # most half the time allowed is spent: at national size it takes a quarter of it)
-        if (key[1] > 0 or _moved_weight(problem, labels) > _RELINK_ABOVE * reference) and (
-            time.perf_counter() - started < settings.time_limit_seconds / 2
-        ):
-            labels, relinked = _relink(problem, labels, params, deadline)
+        # slightly wider tolerance allows, then restore the tolerance moving little (whatever
+        # the time spent, so the plan does not depend on the machine's speed; a 1M departure:
+        # 11 s, 1.84x -> 1.65x the flow least move, 84 s in all)
+        if key[1] > 0 or _moved_weight(problem, labels) > _RELINK_ABOVE * reference:
+            labels, relinked = _relink(problem, labels, params, deadline, **solves)
             moves += relinked
         if n_atoms <= _THOROUGH_ATOMS:
             # the moves re-solved as one integer program: the least that keeps the tolerance
@@ -674,7 +673,7 @@ def _least_move_estimate(problem: PartitionProblem, start: np.ndarray, tolerance
 
 
 def _relink(
-    problem: PartitionProblem, labels: np.ndarray, params: SearchParams, deadline: float
+    problem: PartitionProblem, labels: np.ndarray, params: SearchParams, deadline: float, **solves
 ) -> tuple[np.ndarray, int]:
     """Move back towards the previous plan through a slightly unbalanced one.
 
@@ -688,7 +687,8 @@ def _relink(
     tolerance restore balance; a result is kept when it ranks better
     (:func:`_rebalance_key`: balance first, then the opportunity moved), and the
     next wider step starts from the best so far.  A plan left beyond the
-    tolerance is relinked too: the detour often gets it within.  Returns
+    tolerance is relinked too: the detour often gets it within.  ``solves``:
+    limits on the joint returns' programs (national plans).  Returns
     (labels, atoms changed against the input).
     """
     tolerance = params.tolerance
@@ -697,13 +697,13 @@ def _relink(
         if time.perf_counter() > deadline:
             break
         wider, returned = return_moves(problem, best, tolerance + extra)
-        wider, restored = restore_moves(problem, wider, tolerance + extra, deadline=deadline)
+        wider, restored = restore_moves(problem, wider, tolerance + extra, deadline=deadline, **solves)
         if not returned + restored:
             continue
         trial, _, _ = improve(problem, wider, params)
         trial, _ = minmax_moves(problem, trial, tolerance, deadline=deadline)
         trial, _ = return_moves(problem, trial, tolerance)
-        trial, _ = restore_moves(problem, trial, tolerance, deadline=deadline)
+        trial, _ = restore_moves(problem, trial, tolerance, deadline=deadline, **solves)
         key = _rebalance_key(problem, trial, tolerance)
         if key < best_key:
             best_key, best = key, trial
