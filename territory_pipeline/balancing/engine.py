@@ -435,7 +435,7 @@ def balance(
         # a plan that needed a re-cut reshuffled more than balance needs: give back what a
         # slightly wider tolerance allows, then restore the tolerance moving little (whatever
         # the time spent, so the plan does not depend on the machine's speed; a 1M departure:
-        # 11 s, 1.84x -> 1.65x the flow least move, 84 s in all)
+        # 11 s, 1.84x -> 1.65x the flow least move, 80 s in all)
         if key[1] > 0 or _moved_weight(problem, labels) > _RELINK_ABOVE * reference:
             labels, relinked = _relink(problem, labels, params, deadline, **solves)
             moves += relinked
