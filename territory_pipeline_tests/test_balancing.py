@@ -95,25 +95,32 @@ def test_neighbourhood_bound_on_a_metro_among_lumps():
     assert found.value == pytest.approx(0.11, abs=2e-4)
 
 
+def _best_connected_imbalance(g, w: np.ndarray, targets: np.ndarray, keep=lambda lab: True) -> float:
+    """Brute force: the least imbalance over every assignment of the nodes of graph g to
+    len(targets) non-empty connected territories that ``keep`` accepts."""
+    import itertools
+
+    k = len(targets)
+    best = math.inf
+    for lab in itertools.product(range(k), repeat=len(w)):
+        lab = np.array(lab)
+        if len(set(lab.tolist())) < k or not keep(lab):
+            continue
+        if not all(nx.is_connected(g.subgraph(np.nonzero(lab == t)[0].tolist())) for t in range(k)):
+            continue
+        best = min(best, float(np.max(np.abs(np.bincount(lab, weights=w, minlength=k) / targets - 1))))
+    return best
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_neighbourhood_bound_never_exceeds_the_best_connected_plan(seed):
     # brute force over every assignment of 8 whole groups to 3 connected territories
-    import itertools
-
     rng = np.random.default_rng(seed)
     n, k = 8, 3
     g = nx.connected_watts_strogatz_graph(n, 3, 0.4, seed=seed)
     w = rng.choice([0.05, 0.2, 0.5, 0.8], size=n) * rng.uniform(0.8, 1.2, size=n)
     targets = np.full(k, w.sum() / k)
-    best = math.inf
-    for lab in itertools.product(range(k), repeat=n):
-        lab = np.array(lab)
-        if len(set(lab.tolist())) < k:
-            continue
-        if not all(nx.is_connected(g.subgraph(np.nonzero(lab == t)[0].tolist())) for t in range(k)):
-            continue
-        tw = np.bincount(lab, weights=w, minlength=k)
-        best = min(best, float(np.max(np.abs(tw / targets - 1))))
+    best = _best_connected_imbalance(g, w, targets)
     found = neighbourhood_bound(w, np.zeros(n, dtype=np.int64), np.array(list(g.edges())), targets, floor=0.0)
     assert found.value <= best + 1e-9
 
@@ -144,8 +151,6 @@ def test_heavy_metro_bound_never_exceeds_the_best_connected_plan():
     # brute force over every assignment of a strip of 8 cells to 3 connected territories: a
     # heavy metro H (cells 0-2, at most 2 territories) bordering only a heavy metro B (cells
     # 3-4, at most 1 or 2), then light cells, with random chords; H sets the bound on some
-    import itertools
-
     tight = heavy_root = 0
     for seed in range(30):
         rng = np.random.default_rng(seed)
@@ -159,16 +164,10 @@ def test_heavy_metro_bound_never_exceeds_the_best_connected_plan():
         w = rng.uniform(0.2, 0.8, size=n)
         parts = np.array([2, int(rng.integers(1, 3)), 0, 0, 0])
         targets = np.full(k, w.sum() / k)
-        best = math.inf
-        for lab in itertools.product(range(k), repeat=n):
-            lab = np.array(lab)
-            if len(set(lab.tolist())) < k:
-                continue
-            if any(len(set(lab[group == x].tolist())) > max(parts[x], 1) for x in range(5)):
-                continue
-            if not all(nx.is_connected(g.subgraph(np.nonzero(lab == t)[0].tolist())) for t in range(k)):
-                continue
-            best = min(best, float(np.max(np.abs(np.bincount(lab, weights=w, minlength=k) / targets - 1))))
+        def within_parts(lab, group=group, parts=parts):
+            return all(len(set(lab[group == x].tolist())) <= max(parts[x], 1) for x in range(5))
+
+        best = _best_connected_imbalance(g, w, targets, within_parts)
         edges = np.array([(group[a], group[b]) for a, b in g.edges() if group[a] != group[b]])
         found = neighbourhood_bound(np.bincount(group, weights=w), parts, edges, targets, floor=0.0)
         assert found.value <= best + 1e-9
