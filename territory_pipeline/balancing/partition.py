@@ -493,14 +493,12 @@ class _State:
         if len(self.gcount):
             g = p.group[c]
             g = g[g >= 0]
-            if len(g):
-                held = (self.gcount[g, a] > 0).astype(np.int64) + (self.gcount[g, b] > 0)
+            if len(g) and a != b:
+                ug = np.unique(g)
+                before = (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0)
                 np.add.at(self.gcount[:, a], g, -1)
                 np.add.at(self.gcount[:, b], g, 1)
-                ug, first = np.unique(g, return_index=True)
-                now = (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0)
-                if a != b:
-                    self.holders[ug] += now - held[first]
+                self.holders[ug] += (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0) - before
         self.tw[a] -= p.weight[c].sum()
         self.tw[b] += p.weight[c].sum()
         self.tp[a] -= p.providers[c].sum()
@@ -537,9 +535,7 @@ def _cut_off(
         return []
     if weight is None:
         return None
-    if found:
-        return sorted(y for part in found for y in part)
-    return _cut_off_parts(u, a, ring, labels, nbrs, weight)
+    return sorted(y for part in found for y in part)
 
 
 def _ring_parts(
@@ -552,7 +548,8 @@ def _ring_parts(
     connected).  Without ``weight``: [[]] once one part is searched to its end (a falls
     apart).  With it: the parts to cut off, once every part but one is searched to its end
     and the last has grown clearly heavier than each of them (it is then the heaviest,
-    whatever else it holds); [] when that is a near tie, for the full search to settle.
+    whatever else it holds); on a near tie every part is searched to its end and all but the
+    heaviest (exact sums; ties: the part with the lowest atom) are cut off.
     """
     owner: dict[int, int] = {u: -1}
     root = list(range(len(ring)))
@@ -611,58 +608,25 @@ def _ring_parts(
         return None
     if weight is None:
         return [[]]
-    heaviest = max(float(weight[part].sum()) for part in done)
-    margin = 1e-9 * max(heaviest, 1.0)
-    if not queues:  # every part searched: full search settles which stays
-        return []
-    # the last part, grown until it clearly outweighs the others (or runs dry)
-    (i, queue), = queues.items()
-    grown = members[i]
-    mass = float(weight[grown].sum())
-    while mass <= heaviest + margin and queue:
-        for y in nbrs[queue.popleft()]:
-            if labels[y] == a and y not in owner:
-                owner[y] = i
-                queue.append(y)
-                grown.append(y)
-                mass += float(weight[y])
-    if mass <= heaviest + margin:
-        return []
-    return done
-
-
-def _cut_off_parts(
-    u: int, a: int, ring: list[int], labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray
-) -> list[int]:
-    """:func:`_cut_off` searched to the end: every part of a without u that holds a
-    neighbour of u, the heaviest kept (ties: the one with the lowest atom)."""
-    want = set(ring)
-    comp_of: dict[int, int] = {}
-    comps: list[list[int]] = []
-    for r in ring:
-        if r in comp_of:
-            continue
-        idx = len(comps)
-        members = [r]
-        comp_of[r] = idx
-        stack = [r]
-        seen = {u, r}
-        while stack:
-            x = stack.pop()
-            for y in nbrs[x]:
-                if y not in seen and labels[y] == a:
-                    seen.add(y)
-                    members.append(y)
-                    stack.append(y)
-                    if y in want:
-                        comp_of[y] = idx
-        if idx == 0 and len(comp_of) == len(want):
-            return []
-        comps.append(members)
-    heaviest = max(
-        range(len(comps)), key=lambda i: (weight[comps[i]].sum(), -min(comps[i]))
-    )
-    return sorted(y for i, c in enumerate(comps) if i != heaviest for y in c)
+    if queues:
+        # the last part, grown until it clearly outweighs the others (or to its end)
+        heaviest = max(float(weight[part].sum()) for part in done)
+        margin = 1e-9 * max(heaviest, 1.0)
+        (i, queue), = queues.items()
+        grown = members[i]
+        mass = float(weight[grown].sum())
+        while queue:
+            if mass > heaviest + margin:
+                return done
+            for y in nbrs[queue.popleft()]:
+                if labels[y] == a and y not in owner:
+                    owner[y] = i
+                    queue.append(y)
+                    grown.append(y)
+                    mass += float(weight[y])
+        done.append(grown)
+    keep = max(range(len(done)), key=lambda i: (math.fsum(weight[done[i]]), -min(done[i])))
+    return [part for i, part in enumerate(done) if i != keep]
 
 
 def _path_moves(
