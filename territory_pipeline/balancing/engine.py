@@ -158,6 +158,7 @@ from .partition import (
     bisect,
     choose_seeds,
     contract,
+    donate,
     flow_moves,
     grow,
     handover,
@@ -346,11 +347,17 @@ def balance(
                 # where heavy metros meet, each at its part count, the holders carry the whole
                 # cluster between them: one gives up its piece of a metro so another may join;
                 # a territory of whole light metros among lumps is fixed by no exchange between
-                # neighbours: its neighbourhood is planned again from scratch
+                # neighbours: it gives one metro to a heavy metro's holder, the holders sharing
+                # that metro anew (50k: +28.9% -> +21.0%, at the neighbourhood bound), or its
+                # neighbourhood is planned again from scratch
                 labels, released = release(problem, labels, params)
                 if released:
                     labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
                     moves += released + evened
+                labels, donated = donate(problem, labels, params)
+                if donated:
+                    labels, evened = minmax_moves(problem, labels, settings.tolerance, deadline=deadline)
+                    moves += donated + evened
                 labels, replanned = _replan_regions(problem, labels, settings, deadline)
                 labels, settled = _settle(problem, labels, settings, deadline)
                 moves += replanned + settled
