@@ -23,19 +23,14 @@ import numpy as np
 from territory_pipeline.balancing.partition import (
     SearchParams,
     donate,
-    handover,
-    improve,
     metro_spans_over,
-    minmax_moves,
-    polish,
-    release,
-    relocate,
 )
 from territory_pipeline_tests.test_balancing import (
     _connected_labels,
     _deviations,
     _grid_problem,
 )
+from territory_pipeline_tests.test_balancing_helpers import other_moves
 
 N, K = 18, 9
 B, A = 0, 1
@@ -68,15 +63,8 @@ def _best_strip_imbalance(problem) -> float:
 def test_the_fixture_is_a_territory_the_other_moves_leave_alone():
     problem, labels = _strip()
     assert np.allclose(_deviations(problem, labels), [0.29, 0, 0] + [-0.0483333] * 6, atol=1e-6)
-    for out in (
-        improve(problem, labels, _params())[0],
-        minmax_moves(problem, labels, 0.05, deadline=time.perf_counter() + 60)[0],
-        handover(problem, labels, _params())[0],
-        relocate(problem, labels, _params())[0],
-        release(problem, labels, _params())[0],
-        polish(problem, labels, _params(), 0, minmax=True, with_groups=True, hops=3, max_region=20)[0],
-    ):
-        assert np.abs(_deviations(problem, out)).max() > 0.28
+    for name, out in other_moves(problem, labels, skip=("donate",)).items():
+        assert np.abs(_deviations(problem, out)).max() > 0.28, name
 
 
 def test_donating_a_light_metro_reaches_the_best_connected_plan():

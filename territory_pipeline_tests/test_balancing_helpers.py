@@ -65,3 +65,36 @@ def grid_instance(
         "providers": providers,
         "reps": reps,
     }
+
+
+def other_moves(problem, labels: np.ndarray, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """What each compound move of the local search makes of ``labels`` (for fixtures built so
+    that only the move under test helps): the search itself, minimax moves, hand-over,
+    relocation, release, donation and the re-cut of neighbourhoods with heavy-metro cells,
+    less those named in ``skip``."""
+    import time
+
+    from territory_pipeline.balancing.partition import (
+        SearchParams,
+        donate,
+        handover,
+        improve,
+        minmax_moves,
+        polish,
+        release,
+        relocate,
+    )
+
+    def params():
+        return SearchParams(deadline=time.perf_counter() + 60)
+
+    moves = {
+        "improve": lambda: improve(problem, labels, params())[0],
+        "minmax": lambda: minmax_moves(problem, labels, 0.05, deadline=time.perf_counter() + 60)[0],
+        "handover": lambda: handover(problem, labels, params())[0],
+        "relocate": lambda: relocate(problem, labels, params())[0],
+        "release": lambda: release(problem, labels, params())[0],
+        "donate": lambda: donate(problem, labels, params())[0],
+        "polish": lambda: polish(problem, labels, params(), 0, minmax=True, with_groups=True, hops=3, max_region=20)[0],
+    }
+    return {name: move() for name, move in moves.items() if name not in skip}

@@ -26,20 +26,14 @@ from territory_pipeline.balancing.engine import _relocate_by_flow
 from territory_pipeline.balancing.model import BalanceSettings
 from territory_pipeline.balancing.partition import (
     SearchParams,
-    donate,
-    handover,
-    improve,
     metro_spans_over,
-    minmax_moves,
-    polish,
-    release,
-    relocate,
 )
 from territory_pipeline_tests.test_balancing import (
     _connected_labels,
     _deviations,
     _grid_problem,
 )
+from territory_pipeline_tests.test_balancing_helpers import other_moves
 
 S = 2  # cells per side of a unit square of the layout (finer cells: smaller lumps)
 NX, NY, M = 27 * S, 9 * S, 6
@@ -87,16 +81,8 @@ def test_the_fixture_is_a_cluster_the_other_moves_leave_alone():
     assert np.allclose(dev[:2], -0.06) and np.allclose(dev[2:5], dev[2]) and -0.05 < dev[2] < 0
     assert np.allclose(dev[5:], dev[5]) and 0 < dev[5] < 0.05
     assert _connected_labels(problem, labels) and metro_spans_over(problem, labels) == 0
-    for out in (
-        improve(problem, labels, _params())[0],
-        minmax_moves(problem, labels, 0.05, deadline=time.perf_counter() + 60)[0],
-        handover(problem, labels, _params())[0],
-        relocate(problem, labels, _params())[0],
-        release(problem, labels, _params())[0],
-        donate(problem, labels, _params())[0],
-        polish(problem, labels, _params(), 0, minmax=True, with_groups=True, hops=3, max_region=20)[0],
-    ):
-        assert np.abs(_deviations(problem, out)).max() > 0.059
+    for name, out in other_moves(problem, labels).items():
+        assert np.abs(_deviations(problem, out)).max() > 0.059, name
 
 
 def test_moving_a_territory_out_of_the_cluster_brings_every_territory_within_the_tolerance():
