@@ -152,6 +152,8 @@ from .model import BalanceSettings, Plan
 from .partition import (
     PartitionProblem,
     SearchParams,
+    _connected,
+    _dissolve,
     _halve,
     _region,
     _subproblem,
@@ -901,32 +903,40 @@ def _relocate_by_flow(
     homes: np.ndarray,
     deadline: float,
 ) -> tuple[np.ndarray, int]:
-    """National plans, last: a territory moved out of a cluster that cannot fill all its
-    territories, the whole plan then shifting weight along the least-move flow.
+    """National plans, last: a territory moved into or out of a cluster that holds one too few
+    or one too many, the whole plan then shifting weight along the least-move flow.
 
     Where heavy metros meet, each spread over its part count, a cluster can hold one
     territory more than its weight fills, so territories stay under the band however its
     cells are shared (the 1M synthetic universe: the five holders of a metro of 4.74
-    targets at 0.948 each, -5.2%, bordered only by pure holders of other heavy metros).  No
-    exchange between neighbours changes a cluster's number of territories, and the
-    relocation of :func:`.partition.relocate`, which lets the searches of two
-    neighbourhoods absorb the change, needs a neighbourhood half a target short and
-    another with half a target to spare; a plan within the band almost everywhere has
-    neither.  Here, for a territory t under its target beyond the tolerance (most under
-    first) and a neighbour p of it (most under first; neither with locked atoms), t takes
-    all of p's atoms (so it replaces p among the holders of p's heavy metros and no metro
-    spans more territories), and p is re-created far away: the most over territory of
-    the neighbourhood (three steps) with the most weight to spare that can be cut is cut
-    in two along its long axis and p takes the first half.  The least-move flow between
-    territories (every territory within half the tolerance, a lump passing the flow by up
-    to the tolerance) is carried out by boundary moves over the whole plan
-    (:func:`_flow_start`); the territories it changed and their neighbours are improved
-    together (the flow leaves lumps where a chain of heavy-metro holders meets the band),
-    and minimax moves follow.  Kept when no more territories end beyond the tolerance,
-    their excess over it falls, none ends further out than before, and no more
-    territories are in pieces or heavy metros over their parts (the 1M universe: all 300
-    within ±5%, the moment of inertia +0.7%); reps are then matched to regions by home
-    again.  At most ``_FLOW_RELOCATIONS`` trials.  Returns (labels, atoms changed).
+    targets at 0.948 each, -5.2%, bordered only by pure holders of other heavy metros), or
+    one fewer than it needs (the 50k universe of seed 1: a metro of 2.36 targets in three
+    territories, two of them also holding whole light metros of 0.45 and 0.94, all three at
+    +25%).  No exchange between neighbours changes a cluster's number of territories, and
+    the relocation of :func:`.partition.relocate`, which lets the searches of two
+    neighbourhoods absorb the change, needs a neighbourhood half a target short and another
+    with half a target to spare; a plan within the band almost everywhere has neither.
+    Here the territory furthest beyond the tolerance (without locked atoms), t, is tried:
+
+    * under its target: t takes all the atoms of a neighbour p (most under first; so t
+      replaces p among the holders of p's heavy metros and no metro spans more
+      territories), and p is re-created far away: the most over territory of the
+      neighbourhood (three steps) with the most weight to spare that can be cut is cut in
+      two along its long axis and p takes the first half;
+    * over it: a territory q far away (the least filled of the neighbourhood, three steps,
+      with the least weight to spare, outside t's) gives its atoms to its neighbours and
+      takes t's heaviest connected piece of atoms outside heavy metros (t keeps its heaviest
+      remaining piece; any other is grown again from the territories around it).
+
+    The least-move flow between territories (every territory within half the tolerance, a
+    lump passing the flow by up to the tolerance) is carried out by boundary moves over the
+    whole plan (:func:`_flow_start`); the territories it changed and their neighbours are
+    improved together (the flow leaves lumps where a chain of heavy-metro holders meets the
+    band), and minimax moves follow.  Kept when the excess over the tolerance (summed over
+    territories) falls, no territory ends further out than the worst before, and no more
+    territories are in pieces or heavy metros over their parts; reps are then matched to
+    regions by home again.  The 1M universe: all 300 within ±5% (the moment of inertia
+    +0.7%).  At most ``_FLOW_RELOCATIONS`` trials.  Returns (labels, atoms changed).
     """
     n, k, w, tg, tol = problem.n, problem.k, problem.weight, problem.targets, settings.tolerance
     start = labels
@@ -938,39 +948,44 @@ def _relocate_by_flow(
     pieces, spans = _plan_score(problem, labels, tol)[0], metro_spans_over(problem, labels)
     tried: set[tuple[int, int]] = set()
     for _ in range(_FLOW_RELOCATIONS):
+        if k < 3 or time.perf_counter() > deadline:
+            break
         tw = np.bincount(labels, weights=w, minlength=k)
-        dev = np.abs(tw / tg - 1.0)
-        under = [t for t in np.argsort(tw / tg, kind="stable").tolist() if tw[t] / tg[t] < 1.0 - tol and not stiff[t]]
-        if k < 3 or not under or time.perf_counter() > deadline:
-            break
+        fill = tw / tg
+        dev = np.abs(fill - 1.0)
         tadj = _territory_graph(labels, src, problem.indices, k)
-        pairs = [
-            (t, p)
-            for t in under
-            for p in sorted(tadj[t], key=lambda x: (tw[x] / tg[x], x))
-            if not stiff[p] and (t, p) not in tried
-        ]
-        if not pairs:
-            break
-        t, p = pairs[0]
-        tried.add((t, p))
-        trial = labels.copy()
-        trial[labels == p] = t
-        regions = {o: _region(o, tadj, stiff, 3, 40) for o in range(k) if not stiff[o] and o not in (t, p)}
-        if not regions:
-            break
+        regions = {o: _region(o, tadj, stiff, 3, 40) for o in range(k) if not stiff[o]}
         spare = {o: float((tw[r] - tg[r]).sum()) for o, r in regions.items()}
-        o = min(spare, key=lambda x: (-spare[x], x))
-        members = sorted((x for x in regions[o].tolist() if x not in (t, p)), key=lambda x: (-tw[x] / tg[x], x))
-        if not any(_halve(x, p, trial, problem, nbrs, group, problem.group_limit) for x in members):
+        # one trial per round: the worst territory with something left to try
+        key = None
+        for t in np.argsort(-dev, kind="stable").tolist():
+            if dev[t] <= tol:
+                break
+            if stiff[t]:
+                continue
+            if fill[t] < 1.0:
+                keys = [(t, p) for p in sorted(tadj[t], key=lambda x: (fill[x], x)) if not stiff[p]]
+            else:
+                keys = [(t, -1)]
+            key = next((x for x in keys if x not in tried), None)
+            if key is not None:
+                break
+        if key is None:
+            break
+        tried.add(key)
+        t, p = key
+        if p >= 0:
+            trial = _absorb_and_recreate(problem, labels, t, p, regions, spare, fill, nbrs, group)
+        else:
+            trial = _hand_to_newcomer(problem, labels, t, tadj, regions, spare, fill, nbrs, group, stiff)
+        if trial is None:
             continue
         trial = _flow_start(problem, trial, tol / 2, deadline, tol)
         trial = _improve_around(problem, labels, trial, tadj, params)
         trial, _ = minmax_moves(problem, trial, tol, deadline=deadline)
         after = np.abs(np.bincount(trial, weights=w, minlength=k) / tg - 1.0)
         if (
-            (after > tol).sum() <= (dev > tol).sum()
-            and np.maximum(after - tol, 0.0).sum() < np.maximum(dev - tol, 0.0).sum() - 1e-9
+            np.maximum(after - tol, 0.0).sum() < np.maximum(dev - tol, 0.0).sum() - 1e-9
             and after.max() <= dev.max() + 1e-12
             and _plan_score(problem, trial, tol)[0] <= pieces
             and metro_spans_over(problem, trial) <= spans
@@ -978,6 +993,69 @@ def _relocate_by_flow(
             labels = _match_reps(problem, trial, homes)
             tried.clear()
     return labels, int((labels != start).sum())
+
+
+def _absorb_and_recreate(problem, labels, t, p, regions, spare, fill, nbrs, group) -> np.ndarray | None:
+    """``labels`` with territory t holding all of p's atoms and p re-created as the first half of
+    the most over territory (that can be cut) of the neighbourhood with the most weight to spare
+    (not t's or p's); None when no territory there can be cut."""
+    trial = labels.copy()
+    trial[labels == p] = t
+    options = [o for o in regions if o not in (t, p)]
+    if not options:
+        return None
+    o = min(options, key=lambda x: (-spare[x], x))
+    members = sorted((x for x in regions[o].tolist() if x not in (t, p)), key=lambda x: (-fill[x], x))
+    if any(_halve(x, p, trial, problem, nbrs, group, problem.group_limit) for x in members):
+        return trial
+    return None
+
+
+def _hand_to_newcomer(problem, labels, t, tadj, regions, spare, fill, nbrs, group, stiff) -> np.ndarray | None:
+    """``labels`` with a territory q moved next to t: q is the least filled territory (that can
+    be dissolved, see :func:`.partition._dissolve`) of the neighbourhood with the least weight
+    to spare, outside t's neighbourhood (three steps); its atoms join its neighbours there and
+    q takes t's heaviest connected piece of atoms outside heavy metros (t's other pieces are
+    grown again from the territories around them).  None without such a piece or such a q."""
+    mine = np.nonzero(labels == t)[0]
+    free = [u for u in mine.tolist() if group[u] < 0 and problem.weight[u] > 0 and problem.locked[u] < 0]
+    if not free or len(free) == len(mine):
+        return None
+    piece = max(_components(free, nbrs), key=lambda c: (float(problem.weight[c].sum()), -min(c)))
+    near_t = set(_region(t, tadj, stiff, 3, 40).tolist())
+    options = [o for o in regions if o not in near_t]
+    if not options:
+        return None
+    o = min(options, key=lambda x: (spare[x], x))
+    into = set(regions[o].tolist())
+    for q in sorted((x for x in into if x not in near_t), key=lambda x: (fill[x], x)):
+        trial = labels.copy()
+        if not _dissolve(q, trial, nbrs, group, problem.group_limit, fill, into - {q}):
+            continue
+        trial[piece] = q
+        rest = np.nonzero(trial == t)[0].tolist()
+        if not _connected(rest, nbrs):
+            trial = _regrow_pieces(problem, trial, _centroids(problem, trial, problem.xy[:1].repeat(problem.k, axis=0)))
+        return trial
+    return None
+
+
+def _components(atoms: list[int], nbrs: list[list[int]]) -> list[list[int]]:
+    """The connected pieces of ``atoms`` (each in order of discovery)."""
+    inside, seen, out = set(atoms), set(), []
+    for a in atoms:
+        if a in seen:
+            continue
+        comp, i = [a], 0
+        seen.add(a)
+        while i < len(comp):
+            for b in nbrs[comp[i]]:
+                if b in inside and b not in seen:
+                    seen.add(b)
+                    comp.append(b)
+            i += 1
+        out.append(comp)
+    return out
 
 
 def _improve_around(
