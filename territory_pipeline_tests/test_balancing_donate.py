@@ -98,3 +98,20 @@ def test_without_heavy_metros_nothing_is_donated():
     plain = replace(problem, group=np.empty(0, dtype=np.int64), group_limit=np.empty(0, dtype=np.int64))
     out, kept = donate(plain, labels, _params())
     assert kept == 0 and np.array_equal(out, labels)
+
+
+def test_a_region_improvement_keeps_locked_atoms_with_their_territory():
+    from territory_pipeline.balancing.partition import _State, _try_region
+
+    # a strip of four equal atoms, three in territory 0: the improvement would hand atom 2 to
+    # territory 1, but it is locked to territory 0
+    problem = _grid_problem(4, 1, 2, np.ones(4))
+    labels = np.array([0, 0, 0, 1])
+    locked = replace(problem, locked=np.array([-1, -1, 0, -1]))
+    state = _State(locked, labels.copy(), _params())
+    _try_region(locked, state, np.array([0, 1]), labels.copy(), _params())
+    assert state.labels[2] == 0
+    # unlocked, the same improvement balances the two
+    state = _State(problem, labels.copy(), _params())
+    assert _try_region(problem, state, np.array([0, 1]), labels.copy(), _params())
+    assert np.array_equal(np.bincount(state.labels), [2, 2])

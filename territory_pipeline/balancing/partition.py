@@ -1476,8 +1476,9 @@ def _try_region(
     """Improve the territories ``region`` from the labels ``trial``; keep the result if it is better.
 
     Heavy metros may span, inside the region, their limit less their holders
-    outside it; the atoms ``pinned`` keep their territory of ``trial`` (the
-    improvement minimises a sum, which would often undo the trial's point).
+    outside it; locked atoms stay, and the atoms ``pinned`` keep their territory
+    of ``trial`` (the improvement minimises a sum, which would often undo the
+    trial's point).
     Better: the region's largest excess over the tolerance drops, or stays and
     the objective drops.  Updates ``state`` (and its labels) only when kept.
     """
@@ -1488,9 +1489,13 @@ def _try_region(
         sub = replace(
             sub, group=problem.group[atoms], group_limit=region_limits(problem, state.gcount > 0, region)
         )
+    # locked atoms stay (the sub-problem starts without locks; a region may hold a territory
+    # with locked atoms, e.g. a heavy metro's other holder)
+    held = problem.locked[atoms]
+    locked = np.where(held >= 0, local[np.maximum(held, 0)], -1)
     if pinned is not None and len(pinned):
-        fix = np.isin(atoms, pinned)
-        sub = replace(sub, locked=np.where(fix, local[trial[atoms]], sub.locked))
+        locked = np.where(np.isin(atoms, pinned), local[trial[atoms]], locked)
+    sub = replace(sub, locked=locked)
     before = _region_score(state, region, True)
     old = labels[atoms].copy()
     lab, _, _ = improve(sub, local[trial[atoms]], params)
