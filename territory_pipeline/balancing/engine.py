@@ -170,7 +170,6 @@ from .partition import (
     minmax_moves,
     neighbour_lists,
     polish,
-    region_limits,
     release,
     relocate,
     restore_moves,
@@ -806,12 +805,8 @@ def _replan_regions(
             if len(region) < 2 or failed.get(t) == seen:
                 continue
             tries += 1
-            sub, local = _subproblem(problem, atoms, region)
+            sub, local = _subproblem(problem, atoms, region, holders=_holders(problem, labels))
             cur = local[labels[atoms]]
-            if len(problem.group_limit):
-                held = np.zeros((len(problem.group_limit), k), dtype=bool)
-                held[group[group >= 0], labels[group >= 0]] = True
-                sub = replace(sub, group=group[atoms], group_limit=region_limits(problem, held, region))
             # a heavy metro's cells held by one territory stay together: whole parts move
             g = group[atoms]
             coarse, lump = contract(sub, np.where(g >= 0, -(g * len(region) + cur) - 1, np.arange(len(atoms))))
@@ -1021,7 +1016,13 @@ def _hand_to_newcomer(problem, labels, t, tadj, regions, spare, fill, nbrs, grou
     free = [u for u in mine.tolist() if group[u] < 0 and problem.weight[u] > 0 and problem.locked[u] < 0]
     if not free or len(free) == len(mine):
         return None
-    piece = max(_components(free, nbrs), key=lambda c: (float(problem.weight[c].sum()), -min(c)))
+    inside = np.zeros(problem.n, dtype=bool)
+    inside[free] = True
+    comp = _edge_components(problem, lambda s, d: inside[s] & inside[d])[free]
+    weight = np.bincount(comp, weights=problem.weight[free])
+    # the heaviest piece (ties: the one with the lowest atom)
+    best = min(np.unique(comp).tolist(), key=lambda c: (-weight[c], free[int(np.argmax(comp == c))]))
+    piece = [u for u, c in zip(free, comp.tolist()) if c == best]
     near_t = set(_region(t, tadj, stiff, 3, 40).tolist())
     options = [o for o in regions if o not in near_t]
     if not options:
@@ -1035,27 +1036,18 @@ def _hand_to_newcomer(problem, labels, t, tadj, regions, spare, fill, nbrs, grou
         trial[piece] = q
         rest = np.nonzero(trial == t)[0].tolist()
         if not _connected(rest, nbrs):
-            trial = _regrow_pieces(problem, trial, _centroids(problem, trial, problem.xy[:1].repeat(problem.k, axis=0)))
+            trial = _regrow_pieces(problem, trial, _centroids(problem, trial, np.zeros((problem.k, 2))))
         return trial
     return None
 
 
-def _components(atoms: list[int], nbrs: list[list[int]]) -> list[list[int]]:
-    """The connected pieces of ``atoms`` (each in order of discovery)."""
-    inside, seen, out = set(atoms), set(), []
-    for a in atoms:
-        if a in seen:
-            continue
-        comp, i = [a], 0
-        seen.add(a)
-        while i < len(comp):
-            for b in nbrs[comp[i]]:
-                if b in inside and b not in seen:
-                    seen.add(b)
-                    comp.append(b)
-            i += 1
-        out.append(comp)
-    return out
+def _holders(problem: PartitionProblem, labels: np.ndarray) -> np.ndarray:
+    """Heavy metros x territories: True where the territory holds cells of the metro."""
+    group = problem.group
+    held = np.zeros((len(problem.group_limit), problem.k), dtype=bool)
+    if len(group):
+        held[group[group >= 0], labels[group >= 0]] = True
+    return held
 
 
 def _improve_around(
@@ -1072,14 +1064,7 @@ def _improve_around(
     changed = np.unique(np.concatenate([labels[moved], before[moved]]))
     near = np.unique(np.concatenate([changed, *[np.asarray(tadj[x], dtype=np.int64) for x in changed.tolist()]]))
     atoms = np.nonzero(np.isin(labels, near))[0]
-    sub, local = _subproblem(problem, atoms, near)
-    held_lock = problem.locked[atoms]
-    sub = replace(sub, locked=np.where(held_lock >= 0, local[np.maximum(held_lock, 0)], -1))
-    if len(problem.group):
-        group = problem.group
-        held = np.zeros((len(problem.group_limit), problem.k), dtype=bool)
-        held[group[group >= 0], labels[group >= 0]] = True
-        sub = replace(sub, group=group[atoms], group_limit=region_limits(problem, held, near))
+    sub, local = _subproblem(problem, atoms, near, holders=_holders(problem, labels))
     lab, _, _ = improve(sub, local[labels[atoms]], replace(params, max_rounds=200, pair_moves=False))
     out = labels.copy()
     out[atoms] = near[lab]

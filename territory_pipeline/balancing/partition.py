@@ -1484,18 +1484,9 @@ def _try_region(
     """
     labels = state.labels
     atoms = np.nonzero(np.isin(labels, region))[0]
-    sub, local = _subproblem(problem, atoms, region)
-    if len(problem.group):
-        sub = replace(
-            sub, group=problem.group[atoms], group_limit=region_limits(problem, state.gcount > 0, region)
-        )
-    # locked atoms stay (the sub-problem starts without locks; a region may hold a territory
-    # with locked atoms, e.g. a heavy metro's other holder)
-    held = problem.locked[atoms]
-    locked = np.where(held >= 0, local[np.maximum(held, 0)], -1)
+    sub, local = _subproblem(problem, atoms, region, holders=state.gcount > 0)
     if pinned is not None and len(pinned):
-        locked = np.where(np.isin(atoms, pinned), local[trial[atoms]], locked)
-    sub = replace(sub, locked=locked)
+        sub = replace(sub, locked=np.where(np.isin(atoms, pinned), local[trial[atoms]], sub.locked))
     before = _region_score(state, region, True)
     old = labels[atoms].copy()
     lab, _, _ = improve(sub, local[trial[atoms]], params)
@@ -1635,9 +1626,12 @@ def _region(
 
 
 def _subproblem(
-    problem: PartitionProblem, atoms: np.ndarray, region: np.ndarray
+    problem: PartitionProblem, atoms: np.ndarray, region: np.ndarray, holders: np.ndarray | None = None
 ) -> tuple[PartitionProblem, np.ndarray]:
-    """The problem restricted to ``atoms`` and the territories ``region``.
+    """The problem restricted to ``atoms`` and the territories ``region``, locked atoms and the
+    previous plan mapped to local territories.  With ``holders`` (heavy metros x territories,
+    True where held) each heavy metro may span, inside the region, its limit less its holders
+    outside it (:func:`region_limits`).
 
     Returns the sub-problem and the local index of every territory (-1 outside the region).
     """
@@ -1667,11 +1661,13 @@ def _subproblem(
         indices=cols_a,
         targets=problem.targets[region],
         bases=problem.bases[region],
-        locked=np.full(len(atoms), -1, dtype=np.int64),
+        locked=np.where(problem.locked[atoms] >= 0, terr[np.maximum(problem.locked[atoms], 0)], -1),
         previous=np.where(problem.previous[atoms] >= 0, terr[np.maximum(problem.previous[atoms], 0)], -1),
         call_hours=problem.call_hours,
         travel_hours_per_mile=problem.travel_hours_per_mile,
     )
+    if holders is not None and len(problem.group):
+        sub = replace(sub, group=problem.group[atoms], group_limit=region_limits(problem, holders, region))
     return sub, terr
 
 
