@@ -281,6 +281,15 @@ class _State:
         self.ptarget = share * problem.providers.sum()
         self.mu_bar = float(problem.targets.mean()) or 1.0
         self.use_secondary = problem.providers.sum() > 0 and params.secondary_weight > 0
+        # plain-float copies for the one-move arithmetic (list indexing beats array indexing)
+        self._weight = problem.weight.astype(float).tolist()
+        self._providers = problem.providers.astype(float).tolist()
+        self._x, self._y = problem.xy[:, 0].tolist(), problem.xy[:, 1].tolist()
+        self._targets = problem.targets.astype(float).tolist()
+        self._ptarget = self.ptarget.astype(float).tolist()
+        # the labels as a list, kept in step by apply (the graph searches read one label at a
+        # time, where list indexing costs a fraction of array indexing)
+        self.lab = labels.tolist()
         self.refresh()
         d2 = ((problem.xy - self.centres[labels]) ** 2).sum(axis=1)
         r2 = float((d2 * problem.weight).sum() / max(total_w, _EPS))
@@ -335,21 +344,95 @@ class _State:
         ) + self._atom_terms(u, a, b)
 
     def chunk_delta(self, chunk: list[int], a: int, b: int) -> float:
-        """Exact objective change of moving the atoms of ``chunk`` together from a to b."""
+        """Exact objective change of moving the atoms of ``chunk`` together from a to b.
+
+        Asked for every cut atom the search meets, mostly with a few atoms: the sums run in
+        plain floats (numpy's sum of fewer than eight numbers adds them in order, so the
+        result is the same to the last bit as :meth:`delta`'s array arithmetic); the
+        per-atom terms of longer chunks are summed by numpy, as before."""
+        p, q = self.p, self.params
+        if len(chunk) >= 8 or (q.relationship_weight and len(p.relationship_keys)):
+            c = np.array(chunk)
+            x, pc = p.weight[c].sum(), p.providers[c].sum()
+            la = self._workload(c, a).sum() if self.use_workload else 0.0
+            lb = self._workload(c, b).sum() if self.use_workload else 0.0
+            terms = self._atom_terms(c, a, b).sum()
+            return float(self._pair_delta(float(x), float(pc), float(la), float(lb), a, b) + terms)
+        weight, providers = self._weight, self._providers
+        x = pc = la = lb = terms = 0.0
+        for u in chunk:
+            x += weight[u]
+            pc += providers[u]
+        if self.use_workload:
+            for u in chunk:
+                la += self._workload1(u, a)
+            for u in chunk:
+                lb += self._workload1(u, b)
+        for u in chunk:
+            terms += self._atom_terms1(u, a, b)
+        return float(self._pair_delta(x, pc, la, lb, a, b) + terms)
+
+    def _workload1(self, u: int, t: int) -> float:
+        """:meth:`_workload` of one atom in territory t (the same arithmetic)."""
         p = self.p
-        c = np.array(chunk)
-        av, bv = np.full(len(c), a), np.full(len(c), b)
-        la = float(self._workload(c, av).sum()) if self.use_workload else 0.0
-        lb = float(self._workload(c, bv).sum()) if self.use_workload else 0.0
-        tot = self._totals_delta(
-            np.array([p.weight[c].sum()]),
-            np.array([p.providers[c].sum()]),
-            np.array([la]),
-            np.array([lb]),
-            np.array([a]),
-            np.array([b]),
+        dist = float(np.hypot(self._x[u] - self.bases[t, 0], self._y[u] - self.bases[t, 1]))
+        return self._providers[u] * (p.call_hours + p.travel_hours_per_mile * dist)
+
+    def _fbal1(self, d: float) -> float:
+        """:meth:`_fbal` of one deviation."""
+        q = self.params
+        ex = max(0.0, abs(d) - q.margin * q.tolerance)
+        out = q.balance_weight * d * d + q.excess_weight * ex * ex
+        if q.hard_weight:
+            out = out + q.hard_weight * max(0.0, abs(d) - q.tolerance)
+        return out
+
+    def _fsec1(self, d: float) -> float:
+        """:meth:`_fsec` of one deviation."""
+        q = self.params
+        ex = max(0.0, abs(d) - q.secondary_margin * q.secondary_tolerance)
+        return q.secondary_weight * ex * ex
+
+    def _pair_delta(self, x: float, pc: float, la: float, lb: float, a: int, b: int) -> float:
+        """:meth:`_totals_delta` of one move of weight x, pc providers and workload la (in a)
+        / lb (in b) from a to b, in plain floats."""
+        tg = self._targets
+        twa, twb = float(self.tw[a]), float(self.tw[b])
+        fb = self._fbal1
+        out = (
+            fb((twa - x - tg[a]) / tg[a])
+            + fb((twb + x - tg[b]) / tg[b])
+            - fb((twa - tg[a]) / tg[a])
+            - fb((twb - tg[b]) / tg[b])
         )
-        return float(tot[0] + self._atom_terms(c, av, bv).sum())
+        if self.use_secondary:
+            fs = self._fsec1
+            pa, pb = max(self._ptarget[a], _EPS), max(self._ptarget[b], _EPS)
+            tpa, tpb = float(self.tp[a]), float(self.tp[b])
+            out += fs((tpa - pc - pa) / pa) + fs((tpb + pc - pb) / pb) - fs((tpa - pa) / pa) - fs((tpb - pb) / pb)
+            if self.use_workload:
+                wa, wb = max(float(self.wtarget[a]), _EPS), max(float(self.wtarget[b]), _EPS)
+                wla, wlb = float(self.twl[a]), float(self.twl[b])
+                out += fs((wla - la - wa) / wa) + fs((wlb + lb - wb) / wb) - fs((wla - wa) / wa) - fs((wlb - wb) / wb)
+        return out
+
+    def _atom_terms1(self, u: int, a: int, b: int) -> float:
+        """:meth:`_atom_terms` of one atom, without relationships (the same arithmetic)."""
+        p, q = self.p, self.params
+        xs = self._weight[u] / self.mu_bar
+        out = 0.0
+        if q.compactness_weight:
+            x, y = self._x[u], self._y[u]
+            ca, cb = self.centres[a], self.centres[b]
+            dxa, dya = x - float(ca[0]), y - float(ca[1])
+            dxb, dyb = x - float(cb[0]), y - float(cb[1])
+            da = dxa * dxa + dya * dya
+            db = dxb * dxb + dyb * dyb
+            out += q.compactness_weight * xs * (db - da) / self.r2
+        if q.disruption_weight:
+            prev = int(p.previous[u])
+            out += q.disruption_weight * xs * (prev >= 0) * (float(prev != b) - float(prev != a))
+        return out
 
     @property
     def use_workload(self) -> bool:
@@ -480,7 +563,7 @@ class _State:
         known = self._cuts.get((u, a))
         if known is not None and known[0] == version:
             return known[1]
-        rest = _cut_off(u, a, self.labels, nbrs, self.p.weight)
+        rest = _cut_off(u, a, self.lab, nbrs, self.p.weight)
         self._cuts[(u, a)] = (version, rest)
         return rest
 
@@ -499,15 +582,30 @@ class _State:
                 np.add.at(self.gcount[:, a], g, -1)
                 np.add.at(self.gcount[:, b], g, 1)
                 self.holders[ug] += (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0) - before
-        self.tw[a] -= p.weight[c].sum()
-        self.tw[b] += p.weight[c].sum()
-        self.tp[a] -= p.providers[c].sum()
-        self.tp[b] += p.providers[c].sum()
+        if len(chunk) < 8:  # the sums in plain floats, in numpy's order (see chunk_delta)
+            x = pc = la = lb = 0.0
+            for u in chunk:
+                x += self._weight[u]
+                pc += self._providers[u]
+            for u in chunk:
+                la += self._workload1(u, a)
+            for u in chunk:
+                lb += self._workload1(u, b)
+        else:
+            x, pc = p.weight[c].sum(), p.providers[c].sum()
+            la, lb = self._workload(c, a).sum(), self._workload(c, b).sum()
+        self.tw[a] -= x
+        self.tw[b] += x
+        self.tp[a] -= pc
+        self.tp[b] += pc
         self.count[a] -= len(c)
         self.count[b] += len(c)
-        self.twl[a] -= self._workload(c, np.full(len(c), a)).sum()
-        self.twl[b] += self._workload(c, np.full(len(c), b)).sum()
+        self.twl[a] -= la
+        self.twl[b] += lb
         self.labels[c] = b
+        lab = self.lab
+        for u in chunk:
+            lab[u] = b
 
 
 def stays_connected(u: int, a: int, labels: np.ndarray, nbrs: list[list[int]]) -> bool:
@@ -516,7 +614,7 @@ def stays_connected(u: int, a: int, labels: np.ndarray, nbrs: list[list[int]]) -
 
 
 def _cut_off(
-    u: int, a: int, labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray | None
+    u: int, a: int, labels: np.ndarray | list[int], nbrs: list[list[int]], weight: np.ndarray | None
 ) -> list[int] | None:
     """Atoms of territory a that removing u would separate from a's heaviest remaining part.
 
@@ -539,7 +637,7 @@ def _cut_off(
 
 
 def _ring_parts(
-    u: int, a: int, ring: list[int], labels: np.ndarray, nbrs: list[list[int]], weight: np.ndarray | None
+    u: int, a: int, ring: list[int], labels: np.ndarray | list[int], nbrs: list[list[int]], weight: np.ndarray | None
 ) -> list[list[int]] | None:
     """Territory a without u, searched from each of u's neighbours in a at once.
 
@@ -965,14 +1063,15 @@ def improve(
         ):  # passes: exact gains hold while a move's two territories are untouched
             touched = np.zeros(k, dtype=bool)
             deferred = []
-            for i in pending:
+            lab = state.lab
+            for i in pending.tolist():
                 ui, ai, bi = int(u[i]), int(a[i]), int(b[i])
-                if labels[ui] != ai:
+                if lab[ui] != ai:
                     continue
                 if touched[ai] or touched[bi]:
                     deferred.append(i)
                     continue
-                if state.count[ai] <= 1 or not any(labels[v] == bi for v in nbrs[ui]):
+                if state.count[ai] <= 1 or not any(lab[v] == bi for v in nbrs[ui]):
                     continue
                 rest = state.cut_off(ui, ai, nbrs)
                 chunk = [ui]
