@@ -208,7 +208,7 @@ def balance(
     locks: pl.DataFrame | None = None,
     relationships: pl.DataFrame | None = None,
     previous: pl.DataFrame | None = None,
-    settings: BalanceSettings = BalanceSettings(),
+    settings: BalanceSettings | None = None,
 ) -> Plan:
     """Assign units (and their providers) to one contiguous territory per rep.
 
@@ -219,9 +219,11 @@ def balance(
     locks: (unit_id or npi, rep_id) kept with that rep.
     relationships: (unit_id or npi, rep_id, strength in [0, 1]) preferred when cheap.
     previous: (npi, rep_id) or (unit_id, rep_id) of the current alignment; minimises disruption.
+    settings: :class:`BalanceSettings` (its defaults when None).
     Returns a :class:`Plan`; raises ValueError on malformed input.
     """
     started = time.perf_counter()
+    settings = settings if settings is not None else BalanceSettings()
     deadline = started + settings.time_limit_seconds
     units = normalize_units(units)
     reps = normalize_reps(reps)
