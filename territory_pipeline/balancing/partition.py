@@ -681,7 +681,7 @@ def _ring_parts(
                     queue.append(y)
                     members[i].append(y)
                     continue
-                if j < 0:
+                if j == i or j < 0:  # i is a root: its own atoms need no find
                     continue
                 j = find(j)
                 if j == i:
@@ -813,11 +813,8 @@ def _try_chain(
         if len(members) <= 1:
             ok = False
             break
-        border = [
-            m
-            for m in members.tolist()
-            if movable[m] and any(labels[v] == y for v in nbrs[m])
-        ]
+        lab = state.lab
+        border = [m for m in members.tolist() if movable[m] and any(lab[v] == y for v in nbrs[m])]
         border.sort(key=lambda m: (abs(p.weight[m] - amount), m))
         choice = None
         for m in border[:6]:
