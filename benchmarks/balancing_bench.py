@@ -13,7 +13,7 @@ metros are cut into H3 parts) and the same adjacency, and scored by the same
   the sample-sized universe only.
 
 Usage: .venv/bin/python benchmarks/balancing_bench.py [--national] [--million]
-       .venv/bin/python benchmarks/balancing_bench.py --seeds 0-7
+       .venv/bin/python benchmarks/balancing_bench.py --seeds 0-7 [--size 50000,200]
 Prints a markdown table per universe; "vs greedy" is the ratio of imbalance.
 """
 
@@ -76,6 +76,7 @@ def run_universe(
             "regions": n_reps,
             **plan.metrics,
             "seconds": engine_s,
+            "within_tolerance": int((plan.territories["deviation"].abs() <= 0.05 + 1e-12).sum()),
             "note": f"start {plan.metrics['start']}, {plan.metrics['atoms']} atoms",
         }
     )
@@ -235,20 +236,21 @@ def table(title: str, rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def seed_table(seeds: list[int]) -> str:
-    """Engine against the greedy on the sample-sized universe drawn from several seeds."""
+def seed_table(seeds: list[int], n_providers: int = 3000, n_reps: int = 20) -> str:
+    """Engine against the greedy on one universe size drawn from several seeds (the engine's
+    neighbourhood bound and its territories within the tolerance alongside)."""
     out = [
-        "### Sample-sized universes (3,000 providers, 20 territories) by seed: engine vs greedy",
+        f"### Universes of {n_providers:,} providers, {n_reps} territories by seed: engine vs greedy",
         "",
         (
-            "| seed | engine imbalance | greedy imbalance | engine compact mi | greedy compact mi | "
-            "engine inertia mi² | greedy inertia mi² | engine s |"
+            "| seed | engine imbalance | neighbourhood bound | engine within ±5% | greedy imbalance | "
+            "engine compact mi | greedy compact mi | engine inertia mi² | greedy inertia mi² | engine s |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     sums = np.zeros(4)
     for seed in seeds:
-        engine, greedy = run_universe(3000, 20, peers=False, seed=seed, only_greedy=True)
+        engine, greedy = run_universe(n_providers, n_reps, peers=False, seed=seed, only_greedy=True)
         sums += [
             engine["compactness_mean_miles"],
             greedy["compactness_mean_miles"],
@@ -256,12 +258,13 @@ def seed_table(seeds: list[int]) -> str:
             greedy["inertia_sq_miles"],
         ]
         out.append(
-            f"| {seed} | {engine['imbalance']:.3f} | {greedy['imbalance']:.3f} | "
+            f"| {seed} | {engine['imbalance']:.3f} | {engine['neighbourhood_bound']:.3f} | "
+            f"{engine['within_tolerance']} of {n_reps} | {greedy['imbalance']:.3f} | "
             f"{engine['compactness_mean_miles']:.1f} | {greedy['compactness_mean_miles']:.1f} | "
             f"{engine['inertia_sq_miles']:,.0f} | {greedy['inertia_sq_miles']:,.0f} | {engine['seconds']:.1f} |"
         )
     m = sums / len(seeds)
-    out.append(f"| mean | | | {m[0]:.1f} | {m[1]:.1f} | {m[2]:,.0f} | {m[3]:,.0f} | |")
+    out.append(f"| mean | | | | | {m[0]:.1f} | {m[1]:.1f} | {m[2]:,.0f} | {m[3]:,.0f} | |")
     return "\n".join(out)
 
 
@@ -279,12 +282,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--seeds",
-        help="instead: the sample-sized universe drawn from these seeds, engine vs greedy (e.g. 0-7)",
+        help="instead: the universe drawn from these seeds, engine vs greedy (e.g. 0-7)",
+    )
+    parser.add_argument(
+        "--size",
+        default="3000,20",
+        help="with --seeds: PROVIDERS,REPS of the universe (default 3000,20; e.g. 50000,200)",
     )
     args = parser.parse_args()
     if args.seeds:
         lo, _, hi = args.seeds.partition("-")
-        print(seed_table(list(range(int(lo), int(hi or lo) + 1))))
+        n_providers, n_reps = (int(x) for x in args.size.split(","))
+        print(seed_table(list(range(int(lo), int(hi or lo) + 1)), n_providers, n_reps))
         return
     print(
         table(
