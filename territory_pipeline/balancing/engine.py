@@ -932,8 +932,8 @@ def _relocate_by_flow(
     band), and minimax moves follow.  Kept when the excess over the tolerance (summed over
     territories) falls, no territory ends further out than the worst before, and no more
     territories are in pieces or heavy metros over their parts; reps are then matched to
-    regions by home again.  The 1M universe: all 300 within ±5% (the moment of inertia
-    +0.7%).  At most ``_FLOW_RELOCATIONS`` trials.  Returns (labels, atoms changed).
+    regions by home again.  The 1M universe, on the plan the LP redrawing drew: all 300
+    within ±5% (the moment of inertia +0.7%).  At most ``_FLOW_RELOCATIONS`` trials.  Returns (labels, atoms changed).
     """
     n, k, w, tg, tol = problem.n, problem.k, problem.weight, problem.targets, settings.tolerance
     start = labels
@@ -1440,7 +1440,8 @@ def _transport_shares(w: np.ndarray, targets: np.ndarray, idx: np.ndarray, d2: n
     candidate per unit of weight).  A min-cost flow (OR-Tools' network simplex), in integer
     units: weights in 2**36ths of the total, costs in millionths of the dearest candidate
     (the LP it replaces took 3-4 s a solve over 117,000 candidate arcs, 41 of a 1M plan's
-    100 s; the flow takes 0.4-0.8 s and ends at the same plans but for rounding).  A weightless
+    100 s; the flow takes 0.4-0.8 s and reaches the LP's optimum but for rounding, though among
+    answers of equal cost it may pick another, and the plans finished from it differ).  A weightless
     atom carries no flow: its share goes to its nearest candidate (a near atom still costs
     something in the LP).  None when the solver fails."""
     from ortools.graph.python import min_cost_flow
