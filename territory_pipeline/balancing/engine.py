@@ -195,8 +195,10 @@ _REPLAN_TRIES = 10
 _REPLAN_HOPS = 2
 _REPLAN_REGION = 14
 # relocations through the flow tried per national plan (each solves and carries the least-move
-# flow over the whole plan: 1-5 s on the 1M synthetic universe)
-_FLOW_RELOCATIONS = 4
+# flow over the whole plan: 1 s at 50k, 5-7 s at 1M).  With 4, 1M seed 0 stopped at 8.1%: its
+# fifth trial was the first kept (the five holders of a 4.74-target metro at -5.3%), and the
+# next then brought every territory within ±5%; 50k seed 2 went 19.1% -> 17.2%
+_FLOW_RELOCATIONS = 10
 
 
 def balance(
@@ -1437,11 +1439,13 @@ def _transport_shares(w: np.ndarray, targets: np.ndarray, idx: np.ndarray, d2: n
     """The transportation problem of :func:`_transport_start`: each atom's share (n, c) of its
     weight sent to each of its candidate territories ``idx``, at least total weight x ``d2``,
     each territory receiving its target (a shortfall or an excess costs ten times the dearest
-    candidate per unit of weight).  A min-cost flow (OR-Tools' network simplex), in integer
-    units: weights in 2**36ths of the total, costs in millionths of the dearest candidate
-    (the LP it replaces took 3-4 s a solve over 117,000 candidate arcs, 41 of a 1M plan's
-    100 s; the flow takes 0.4-0.8 s and reaches the LP's optimum but for rounding, though among
-    answers of equal cost it may pick another, and the plans finished from it differ).  A weightless
+    candidate per unit of weight).  A min-cost flow (OR-Tools' ``SimpleMinCostFlow``, cost
+    scaling), in integer units: weights in 2**36ths of the total, costs in millionths of the
+    dearest candidate (the LP it replaces took 3-4 s a solve over 117,000 candidate arcs, 41 of
+    a 1M plan's 100 s; the flow takes 0.4-0.8 s and reaches this problem's LP optimum but for
+    rounding; the LP before it also charged weightless atoms a little and priced shortfalls
+    higher, and among answers of equal cost the two pick differently, so the plans finished
+    from it differ).  A weightless
     atom carries no flow: its share goes to its nearest candidate (a near atom still costs
     something in the LP).  None when the solver fails."""
     from ortools.graph.python import min_cost_flow
@@ -1453,17 +1457,16 @@ def _transport_shares(w: np.ndarray, targets: np.ndarray, idx: np.ndarray, d2: n
         return None
     supply = np.floor(w / total * _FLOW_UNITS).astype(np.int64)
     demand = np.floor(targets / max(float(targets.sum()), _EPS) * _FLOW_UNITS).astype(np.int64)
-    heavy = supply > 0
-    scale = max(float(d2[heavy].max(initial=0.0)), _EPS)
-    cost = np.round(d2 / scale * _FLOW_COST).astype(np.int64)
+    atoms = np.nonzero(supply > 0)[0]
+    scale = max(float(d2[atoms].max(initial=0.0)), _EPS)
+    cost = np.round(d2[atoms] / scale * _FLOW_COST).astype(np.int64)
     penalty = 10 * _FLOW_COST
     # nodes: atoms 0..n-1, territories n..n+k-1, and one node that absorbs each
     # territory's excess and makes up its shortfall
     spare = n + k
-    atoms = np.nonzero(heavy)[0]
     tails = np.concatenate([np.repeat(atoms, c), np.full(k, spare), n + np.arange(k)])
     heads = np.concatenate([n + idx[atoms].ravel(), n + np.arange(k), np.full(k, spare)])
-    costs = np.concatenate([cost[atoms].ravel(), np.full(2 * k, penalty)])
+    costs = np.concatenate([cost.ravel(), np.full(2 * k, penalty)])
     flow = min_cost_flow.SimpleMinCostFlow()
     arcs = flow.add_arcs_with_capacity_and_unit_cost(
         tails, heads, np.full(len(tails), 2 * _FLOW_UNITS, dtype=np.int64), costs
