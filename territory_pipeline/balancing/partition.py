@@ -351,26 +351,34 @@ class _State:
         result is the same to the last bit as :meth:`delta`'s array arithmetic); the
         per-atom terms of longer chunks are summed by numpy, as before."""
         p, q = self.p, self.params
+        x, pc, la, lb = self._chunk_totals(chunk, a, b, self.use_workload)
         if len(chunk) >= 8 or (q.relationship_weight and len(p.relationship_keys)):
-            c = np.array(chunk)
-            x, pc = p.weight[c].sum(), p.providers[c].sum()
-            la = self._workload(c, a).sum() if self.use_workload else 0.0
-            lb = self._workload(c, b).sum() if self.use_workload else 0.0
-            terms = self._atom_terms(c, a, b).sum()
-            return float(self._pair_delta(float(x), float(pc), float(la), float(lb), a, b) + terms)
-        weight, providers = self._weight, self._providers
-        x = pc = la = lb = terms = 0.0
+            terms = float(self._atom_terms(np.array(chunk), a, b).sum())
+        else:
+            terms = 0.0
+            for u in chunk:
+                terms += self._atom_terms1(u, a, b)
+        return float(self._pair_delta(x, pc, la, lb, a, b) + terms)
+
+    def _chunk_totals(self, chunk: list[int], a: int, b: int, workload: bool) -> tuple[float, float, float, float]:
+        """The weight, providers and workload (in a, in b; 0 without ``workload``) of the atoms of
+        ``chunk``: in plain floats under eight atoms (numpy adds so few in order, so the sums
+        are the same to the last bit), by numpy above."""
+        if len(chunk) >= 8:
+            p, c = self.p, np.array(chunk)
+            la = float(self._workload(c, a).sum()) if workload else 0.0
+            lb = float(self._workload(c, b).sum()) if workload else 0.0
+            return float(p.weight[c].sum()), float(p.providers[c].sum()), la, lb
+        x = pc = la = lb = 0.0
         for u in chunk:
-            x += weight[u]
-            pc += providers[u]
-        if self.use_workload:
+            x += self._weight[u]
+            pc += self._providers[u]
+        if workload:
             for u in chunk:
                 la += self._workload1(u, a)
             for u in chunk:
                 lb += self._workload1(u, b)
-        for u in chunk:
-            terms += self._atom_terms1(u, a, b)
-        return float(self._pair_delta(x, pc, la, lb, a, b) + terms)
+        return x, pc, la, lb
 
     def _workload1(self, u: int, t: int) -> float:
         """:meth:`_workload` of one atom in territory t (the same arithmetic)."""
@@ -582,18 +590,7 @@ class _State:
                 np.add.at(self.gcount[:, a], g, -1)
                 np.add.at(self.gcount[:, b], g, 1)
                 self.holders[ug] += (self.gcount[ug, a] > 0).astype(np.int64) + (self.gcount[ug, b] > 0) - before
-        if len(chunk) < 8:  # the sums in plain floats, in numpy's order (see chunk_delta)
-            x = pc = la = lb = 0.0
-            for u in chunk:
-                x += self._weight[u]
-                pc += self._providers[u]
-            for u in chunk:
-                la += self._workload1(u, a)
-            for u in chunk:
-                lb += self._workload1(u, b)
-        else:
-            x, pc = p.weight[c].sum(), p.providers[c].sum()
-            la, lb = self._workload(c, a).sum(), self._workload(c, b).sum()
+        x, pc, la, lb = self._chunk_totals(chunk, a, b, True)
         self.tw[a] -= x
         self.tw[b] += x
         self.tp[a] -= pc
