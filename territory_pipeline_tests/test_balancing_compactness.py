@@ -168,7 +168,7 @@ def test_compaction_is_deterministic():
 
 
 def test_compaction_rounds_make_a_sample_sized_plan_more_compact_at_no_loss_of_balance():
-    # seed 1 (measured: inertia 3.1% less, mean distance 113.5 -> 111.4 miles, 3.47% -> 3.34%;
+    # seed 1 (measured: inertia 3.1% less, the 3% asked before, mean distance 113.5 -> 111.4 miles, 3.47% -> 3.34%;
     # seed 0's plan, since the transportation step became a min-cost flow, is one compaction
     # cannot improve)
     inst = make_instance(3000, 20, seed=1, homes=False)
@@ -176,7 +176,7 @@ def test_compaction_rounds_make_a_sample_sized_plan_more_compact_at_no_loss_of_b
     compact = balance(
         inst.units, inst.reps, providers=inst.providers, settings=BalanceSettings(seed=1, compaction_rounds=3)
     )
-    assert compact.metrics["inertia_sq_miles"] < 0.98 * plain.metrics["inertia_sq_miles"]
+    assert compact.metrics["inertia_sq_miles"] < 0.97 * plain.metrics["inertia_sq_miles"]
     assert compact.metrics["compactness_mean_miles"] < plain.metrics["compactness_mean_miles"]
     assert compact.metrics["imbalance"] <= plain.metrics["imbalance"] + 1e-9
     assert compact.metrics["disconnected_territories"] == 0

@@ -77,6 +77,17 @@ def _params():
     return SearchParams(deadline=time.perf_counter() + 60)
 
 
+def _relocated_within_the_tolerance(problem, labels):
+    """The flow relocation's plan, asserted changed, every territory within ±5%, connected and
+    no heavy metro over its parts."""
+    out, changed = _relocated(problem, labels)
+    assert changed > 0
+    assert np.abs(_deviations(problem, out)).max() <= 0.05
+    assert _connected_labels(problem, out)
+    assert metro_spans_over(problem, out) == 0
+    return out
+
+
 def test_the_fixture_is_a_cluster_the_other_moves_leave_alone():
     problem, labels = _cluster()
     dev = _deviations(problem, labels)
@@ -89,11 +100,7 @@ def test_the_fixture_is_a_cluster_the_other_moves_leave_alone():
 
 def test_moving_a_territory_out_of_the_cluster_brings_every_territory_within_the_tolerance():
     problem, labels = _cluster()
-    out, changed = _relocated(problem, labels)
-    assert changed > 0
-    assert np.abs(_deviations(problem, out)).max() <= 0.05
-    assert _connected_labels(problem, out)
-    assert metro_spans_over(problem, out) == 0
+    out = _relocated_within_the_tolerance(problem, labels)
     assert len(np.unique(out)) == K  # every rep keeps a territory
     # the cluster (X and Y) is now held by four territories, one fewer
     assert len(set(out[X_CELLS | Y_CELLS].tolist())) == 4
@@ -186,10 +193,7 @@ def test_the_short_cluster_is_left_beyond_the_tolerance_by_the_moves_of_national
 
 def test_a_far_territory_moves_into_a_cluster_one_short():
     problem, labels = _short_cluster()
-    out, changed = _relocated(problem, labels)
-    assert changed > 0
-    assert np.abs(_deviations(problem, out)).max() <= 0.05
-    assert _connected_labels(problem, out) and metro_spans_over(problem, out) == 0
+    out = _relocated_within_the_tolerance(problem, labels)
     newcomer = int(out[L2][0])
     assert newcomer not in set(out[H2].tolist())  # the 0.94 metro left H's holders
     # ...for a territory that came from beyond the cluster's neighbourhood (three steps)
