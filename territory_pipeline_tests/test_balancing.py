@@ -908,6 +908,35 @@ def test_explanation_says_which_territories_are_blocked_and_why():
     assert text.count("no single move of a whole metro or unit") == 2
 
 
+def test_every_territory_beyond_the_tolerance_carries_its_own_balance_note():
+    # a line of whole metros A (60) | B (60) | C (70) | D (45) | E (65), four reps (target 75):
+    # the plan {A} {B} {C} {D, E} leaves all four beyond ±5% (60, 60, 70, 110); the explanation
+    # quotes the three worst, the table has a note for each
+    weights = np.array([[60.0, 60.0, 70.0, 45.0, 65.0]])
+    inst = grid_instance(5, 1, 4, weight=weights, cbsa={(0, i): "ABCDE"[i] for i in range(5)})
+    units = inst["units"]
+    asg = pl.DataFrame({"unit_id": units["unit_id"], "rep_id": ["R00", "R01", "R02", "R03", "R03"]})
+    territories, m = evaluate_plan(units, asg, inst["reps"], inst["adjacency"])
+    notes = dict(zip(territories["rep_id"].to_list(), territories["balance_note"].to_list()))
+    dev = dict(zip(territories["rep_id"].to_list(), territories["deviation"].to_list()))
+    assert dev == pytest.approx({"R00": -0.2, "R01": -0.2, "R02": -1 / 15, "R03": 7 / 15})
+    assert all(notes[r] is not None for r in ("R00", "R01", "R02", "R03"))
+    assert notes["R03"].startswith(
+        "territory of R03 (+46.7%) holds whole metro E (0.87 of its target), whole metro D (0.60"
+    )
+    assert notes["R02"].startswith("territory of R02 (-6.7%) holds whole metro C (0.93 of its target); no single move")
+    # the explanation quotes the three worst notes, worst first; the fourth is only in the table
+    text = m["explanation"]
+    assert text.index(notes["R03"]) < text.index(notes["R00"]) < text.index(notes["R01"])
+    assert notes["R02"] not in text
+    # within the tolerance: no note
+    asg = pl.DataFrame({"unit_id": units["unit_id"], "rep_id": ["R00", "R00", "R01", "R02", "R03"]})
+    even = grid_instance(5, 1, 4, weight=np.array([[40.0, 35.0, 75.0, 75.0, 75.0]]))
+    territories, m = evaluate_plan(even["units"], asg, even["reps"], even["adjacency"])
+    assert m["imbalance"] == pytest.approx(0.0)
+    assert territories["balance_note"].null_count() == 4
+
+
 def test_explanation_names_heavy_metros_that_cannot_reach_an_underfilled_territory():
     # a line: light metro L (40), heavy metro H (4 x 25, two parts), a unit (10); three reps.
     # R00 = {L} is 20% under; H already spans its two territories, so none of its units may join R00

@@ -26,6 +26,11 @@ Measures (per territory, then plan-wide):
   for connected plans that follow the rule; neighbourhood_gap = imbalance - it.
   When it exceeds the tolerance, the explanation names the group that sets it
   and its neighbours.
+* balance_note (per territory; null within the tolerance): why a territory
+  beyond the tolerance stays there: what it holds, and whether no single move
+  of a piece to or from a neighbour would lower the larger deviation of the
+  two, every such move cuts the giver apart, or one exists that the search
+  missed (:func:`_why_off_target`); the explanation quotes the three worst.
 * disruption (when ``previous`` is given): moved_opportunity_share,
   moved_provider_share, least_move_share (:func:`.bounds.least_move` over
   the same rows) and disruption_ratio = moved / least (None when least is 0);
@@ -73,6 +78,7 @@ TERRITORY_COLUMNS = (
     "is_contiguous",
     "base_latitude",
     "base_longitude",
+    "balance_note",
 )
 
 _SPLIT_SUFFIX = r"#\d+$"
@@ -85,7 +91,7 @@ def evaluate_plan(
     adjacency: pl.DataFrame,
     providers: pl.DataFrame | None = None,
     previous: pl.DataFrame | None = None,
-    settings: BalanceSettings = BalanceSettings(),
+    settings: BalanceSettings | None = None,
     bound_weights: np.ndarray | None = None,
     base_units: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -104,6 +110,7 @@ def evaluate_plan(
         (the engine passes it for heavy units cut into pieces); default: none
         was cut.  The neighbourhood bound treats a cut unit as one.
     """
+    settings = settings if settings is not None else BalanceSettings()
     from .inputs import normalize_reps, normalize_units
 
     units = normalize_units(units)
@@ -235,7 +242,7 @@ def evaluate_plan(
             "base_longitude": blon.astype(float),
         },
         schema_overrides={"rep_name": pl.Utf8},
-    ).select(TERRITORY_COLUMNS)
+    )
 
     ratio = tw / mu
     share = cap / cap.sum()
@@ -281,7 +288,10 @@ def evaluate_plan(
     metrics["explanation"] = _explain(metrics, u, w, mu, settings, nb_text)
     blocked = _why_off_target(u, lab, adjacency, tw, mu, cap_w, settings.tolerance)
     if blocked:
-        metrics["explanation"] += " " + " ".join(blocked)
+        metrics["explanation"] += " " + " ".join(list(blocked.values())[:3])
+    territories = territories.with_columns(
+        pl.Series("balance_note", [blocked.get(t) for t in range(k)], dtype=pl.Utf8)
+    ).select(TERRITORY_COLUMNS)
     return territories, metrics
 
 
@@ -362,14 +372,15 @@ def _why_off_target(
     mu: np.ndarray,
     cap_w: float,
     tol: float,
-    limit: int = 3,
-) -> list[str]:
-    """Why the worst territories beyond the tolerance stay there, one sentence each.
+) -> dict[int, str]:
+    """Why each territory beyond the tolerance stays there: one sentence per territory, worst
+    first (the plan's ``explanation`` quotes the three worst; every one is the territory's
+    ``balance_note``).
 
     Pieces move as the engine moves them: a metro lighter than a territory's
     capacity only whole, a unit of a heavier metro only to a territory already
-    holding that metro, any other unit alone.  For each of the ``limit`` worst
-    territories beyond ±tol, every single move of a piece between it and a
+    holding that metro, any other unit alone.  For each territory beyond ±tol,
+    every single move of a piece between it and a
     neighbouring territory is tried on the totals; the sentence names what the
     territory is made of and says whether no such move would lower the larger
     deviation of the two territories, whether every one that would cuts the
@@ -379,7 +390,7 @@ def _why_off_target(
     dev = tw / mu - 1.0
     worst = [int(t) for t in np.argsort(-np.abs(dev), kind="stable") if abs(dev[t]) > tol + 1e-9]
     if not worst:
-        return []
+        return {}
     metro_w = (
         u.filter(pl.col("cbsa_code").is_not_null())
         .group_by("cbsa_code")
@@ -430,8 +441,8 @@ def _why_off_target(
     piece_code = {p: i for i, p in enumerate(sorted(set(frame["piece"].to_list())))}
     piece_of = np.array([piece_code[p] for p in frame["piece"].to_list()], dtype=np.int64)
     territory = dict(zip(lab.tolist(), u["rep_id"].to_list()))
-    out = []
-    for t in worst[:limit]:
+    out: dict[int, str] = {}
+    for t in worst:
         d = dev[t]
         sel = np.nonzero(src == t)[0] if d > 0 else np.nonzero(dst == t)[0]
         a, b = src[sel], dst[sel]
@@ -468,7 +479,7 @@ def _why_off_target(
         if thin:
             label += " (" + "; ".join(thin) + ")"
         if not better.any():
-            out.append(
+            out[t] = (
                 f"{label}; no single move of a whole metro or unit between it and a neighbouring "
                 f"territory would lower the larger deviation of the two (light metros stay whole, "
                 f"heavy-metro units stay with their metro's territories)"
@@ -486,13 +497,13 @@ def _why_off_target(
         )
         if kept is None:
             i = int(candidates[0])
-            out.append(
+            out[t] = (
                 f"{label}; every single move that would lower the larger deviation of the two "
                 f"territories cuts the giving territory apart (e.g. {names[i]} from the territory of "
                 f"{territory[int(src[i])]} to that of {territory[int(dst[i])]})."
             )
         else:
-            out.append(
+            out[t] = (
                 f"{label}; moving {names[kept]} from the territory of {territory[int(src[kept])]} to "
                 f"that of {territory[int(dst[kept])]} keeps both connected and would lower the larger "
                 f"deviation of the two: the search did not find that move."
