@@ -168,6 +168,43 @@ def test_minmax_moves_never_raise_the_imbalance_and_keep_territories_whole():
     assert improved >= 3  # 3 of these 30 bisections have such a move (the invariants hold for all)
 
 
+def test_minmax_moves_make_the_moves_of_a_full_rescan_after_each_move():
+    # minmax_moves marks a territory whose scan found no move and skips it until it or a
+    # neighbouring territory changes (or a heavy metro gains or loses a holder): the moves must be
+    # those of one-move calls, each rescanning every territory beyond the tolerance.  Plans cut
+    # for other weights (many territories beyond the tolerance), two blocks of atoms forming
+    # heavy metros with limits, a few locked atoms
+    from territory_pipeline.balancing.partition import bisect, minmax_moves
+
+    rng = np.random.default_rng(11)
+    moved = []
+    for case in range(30):
+        k = int(rng.integers(6, 15))
+        problem = _grid_problem(16, 16, k, weight=rng.uniform(0.3, 2.0, 256))
+        labels = bisect(_grid_problem(16, 16, k, weight=rng.uniform(0.3, 2.0, 256)), np.arange(k), rng)
+        x, y = np.arange(256) % 16, np.arange(256) // 16
+        group = np.where((x < 6) & (y < 6), 0, np.where((x > 9) & (y > 8), 1, -1))
+        problem = replace(problem, group=group, group_limit=np.array([2, 3]),
+                          locked=np.where(rng.random(256) < 0.03, labels, -1))
+        out, n_moves = minmax_moves(problem, labels, 0.05)
+        step, count = labels, 0
+        while True:
+            step, one = minmax_moves(problem, step, 0.05, max_moves=1)
+            if not one:
+                break
+            count += 1
+        assert count == n_moves and np.array_equal(out, step), case
+        moved.append(n_moves)
+    assert min(moved) >= 4 and sum(moved) >= 300
+    # a holder far away letting go of a heavy metro frees a place among its holders: territory
+    # 0 (-50%), next to holder 1, may then take that metro's atom 1.  A line of eight atoms, five
+    # territories: {0} {1, 2} {3} {4, 5} {6, 7}; metro {1, 5, 6} at its limit of 3 holders
+    problem = _grid_problem(8, 1, 5, weight=np.array([0.5, 0.5, 1.0, 1.0, 1.0, 0.3, 0.4, 0.3]))
+    problem = replace(problem, group=np.array([-1, 0, -1, -1, -1, 0, 0, -1]), group_limit=np.array([3]))
+    out, n_moves = minmax_moves(problem, np.array([0, 1, 1, 2, 3, 3, 4, 4]), 0.05)
+    assert n_moves == 2 and out.tolist() == [0, 0, 1, 2, 3, 4, 4, 4]
+
+
 def test_orphan_quotas_survive_rounding_locked_territories_and_pass_through():
     from territory_pipeline.balancing.engine import _orphan_quotas
 

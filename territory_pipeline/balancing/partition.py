@@ -2103,15 +2103,22 @@ def minmax_moves(
     restarts.  Each move replaces the larger of two deviations by smaller ones,
     so the sorted deviations fall lexicographically and the imbalance never
     grows.  Stops after ``max_moves`` or at ``deadline`` (a time.perf_counter()
-    value).  Returns (labels, moves applied).
+    value).  A territory whose scan found no such move is not scanned again until
+    it or a neighbouring territory changes (its candidates depend on nothing else;
+    a heavy metro gaining or losing a holder changes who may take its atoms
+    anywhere, so it clears every such mark): the same moves, without rescanning
+    every territory beyond the tolerance after each one.  Returns (labels, moves
+    applied).
     """
     state = _State(problem, labels.copy(), SearchParams(tolerance=tolerance))
     labels, tw = state.labels, state.tw
     w, tg, k = problem.weight, problem.targets, problem.k
+    group = problem.group if len(problem.group) else None
     nbrs = neighbour_lists(problem)
     members: list[set[int]] = [set() for _ in range(k)]
     for u, t in enumerate(labels.tolist()):
         members[t].add(u)
+    stuck = np.zeros(k, dtype=bool)  # scanned without a move since its neighbourhood last changed
     moves = 0
     while moves < max_moves and time.perf_counter() < deadline:
         dev = tw / tg - 1.0
@@ -2119,6 +2126,8 @@ def minmax_moves(
         for t in np.argsort(-np.abs(dev), kind="stable").tolist():
             if abs(dev[t]) <= tolerance:
                 break
+            if stuck[t]:
+                continue
             take = dev[t] < 0  # under target: take an atom from a neighbour, else give one
             pairs = {
                 (v, int(labels[v])) if take else (u, int(labels[v]))
@@ -2140,13 +2149,23 @@ def minmax_moves(
                 best = (after, u, a, b)
             if best is not None:
                 break
+            stuck[t] = True
         if best is None:
             break
         _, u, a, b = best
+        g = int(group[u]) if group is not None else -1
+        held = int(state.holders[g]) if g >= 0 else 0
         state.apply([u], a, b)
         members[a].discard(u)
         members[b].add(u)
         moves += 1
+        if g >= 0 and int(state.holders[g]) != held:
+            stuck[:] = False
+        else:
+            stuck[a] = stuck[b] = False
+            for x in members[a] | members[b]:
+                for v in nbrs[x]:
+                    stuck[labels[v]] = False
     return labels, moves
 
 
