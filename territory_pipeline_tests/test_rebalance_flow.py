@@ -207,6 +207,30 @@ def test_a_neighbourhood_recut_knows_where_its_atoms_were():
     assert sub.previous.tolist() == [1, 1, 1, 0, 0, 0, 0, -1]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_sub_problem_keeps_exactly_the_edges_among_its_atoms(seed):
+    # the sub-problem's graph is the induced subgraph on its atoms, in their order, each row's
+    # neighbours sorted (what the searches inside it iterate over)
+    from scipy.sparse import csr_matrix
+
+    from territory_pipeline.balancing.partition import _subproblem
+    from territory_pipeline_tests.test_balancing import _grid_problem
+
+    rng = np.random.default_rng(seed)
+    problem = _grid_problem(15, 12, 6, weight=rng.uniform(0.5, 2.0, 180))
+    full = csr_matrix((np.ones(len(problem.indices)), problem.indices, problem.indptr), shape=(180, 180))
+    for size in (1, 2, 30, 120, 180):
+        atoms = rng.choice(180, size=size, replace=False)
+        if seed % 2:
+            atoms = np.sort(atoms)
+        sub, _ = _subproblem(problem, atoms, np.arange(6))
+        want = full[atoms][:, atoms].tocsr()
+        want.sort_indices()
+        assert sub.indptr.tolist() == want.indptr.tolist()
+        assert sub.indices.tolist() == want.indices.tolist()
+        assert sub.weight.tolist() == problem.weight[atoms].tolist()
+
+
 def test_the_flow_reference_counts_a_departed_rep_holding_only_parts_of_units():
     # the departed rep A held a minority of unit U1 (the cells of a heavy metro's unit were split
     # between territories); its weight must still be passed on, to the rep holding most of U1

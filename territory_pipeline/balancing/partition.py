@@ -1730,17 +1730,17 @@ def _subproblem(
     """
     index = np.full(problem.n, -1, dtype=np.int64)
     index[atoms] = np.arange(len(atoms))
-    rows, cols = [], []
-    for i, u in enumerate(atoms.tolist()):
-        for v in problem.indices[problem.indptr[u] : problem.indptr[u + 1]].tolist():
-            if index[v] >= 0:
-                rows.append(i)
-                cols.append(int(index[v]))
+    # each atom's edges in the order of the full graph, those to atoms outside dropped
+    starts = problem.indptr[atoms]
+    counts = problem.indptr[atoms + 1] - starts
+    offsets = np.cumsum(counts) - counts
+    pos = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets, counts) + np.repeat(starts, counts)
+    rows = np.repeat(np.arange(len(atoms), dtype=np.int64), counts)
+    cols = index[problem.indices[pos]]
+    inside = cols >= 0
+    rows, cols = rows[inside], cols[inside]
     order = np.lexsort((cols, rows))
-    rows_a, cols_a = (
-        np.array(rows, dtype=np.int64)[order],
-        np.array(cols, dtype=np.int64)[order],
-    )
+    rows_a, cols_a = rows[order], cols[order]
     indptr = np.zeros(len(atoms) + 1, dtype=np.int64)
     np.add.at(indptr, rows_a + 1, 1)
     indptr = np.cumsum(indptr)
