@@ -2135,18 +2135,19 @@ def minmax_moves(
                 for v in nbrs[u]
                 if labels[v] != t
             }
-            for u, other in sorted(pairs):
+            found = []
+            for order, (u, other) in enumerate(sorted(pairs)):
                 a, b = (other, t) if take else (t, other)
                 if problem.locked[u] >= 0 or state.count[a] <= 1 or not state.chunk_allowed([u], b):
                     continue
                 after = max(abs((tw[a] - w[u]) / tg[a] - 1.0), abs((tw[b] + w[u]) / tg[b] - 1.0))
-                if after >= max(abs(dev[a]), abs(dev[b])) - 1e-9:
-                    continue
-                if best is not None and (after, u) >= best[:2]:
-                    continue
-                if not stays_connected(u, a, labels, nbrs):
-                    continue
-                best = (after, u, a, b)
+                if after < max(abs(dev[a]), abs(dev[b])) - 1e-9:
+                    found.append((after, u, order, a, b))
+            # the best move keeping the giver connected: the graph search only for the leaders
+            for after, u, _, a, b in sorted(found):
+                if stays_connected(u, a, labels, nbrs):
+                    best = (after, u, a, b)
+                    break
             if best is not None:
                 break
             stuck[t] = True
