@@ -303,16 +303,31 @@ def neighbourhood_bound(
     heavy = parts > 0
     unsure = 0
 
+    known: dict[float, tuple[list[float], list[float]]] = {}
+
+    def shares(d: float) -> tuple[list[float], list[float]]:
+        # every group's least and largest share in a territory at imbalance d (a light group
+        # whole; a heavy one what its other holders cannot carry, up to a territory's worth),
+        # once per d: the searches look them up millions of times
+        if d not in known:
+            lo = np.where(heavy, np.maximum(0.0, w - (parts - 1) * (1 + d) * t_max), w)
+            hi = np.where(heavy, np.minimum(w, (1 + d) * t_max), w)
+            known[d] = (lo.tolist(), hi.tolist())
+        return known[d]
+
     def share(g: int, d: float) -> tuple[float, float]:
-        if not heavy[g]:
-            return w[g], w[g]
-        lo = max(0.0, w[g] - (parts[g] - 1) * (1 + d) * t_max)
-        return lo, min(w[g], (1 + d) * t_max)
+        lo, hi = shares(d)
+        return lo[g], hi[g]
 
     targets_sorted = mu.tolist()
+    single = targets_sorted[0] if len(targets_sorted) == 1 else None
 
     def hits(lo: float, hi: float, d: float) -> bool:
         # some target T with lo <= (1+d)T and hi >= (1-d)T: the least T >= lo/(1+d) must do
+        if single is not None:  # one target: the same test without the search
+            if single < lo / (1 + d) - 1e-12:
+                return False
+            return d >= 1 or hi >= (1 - d) * single - 1e-12
         i = bisect.bisect_left(targets_sorted, lo / (1 + d) - 1e-12)
         if i == len(targets_sorted):
             return False
@@ -324,21 +339,22 @@ def neighbourhood_bound(
         # where groups are small, so this settles most groups without enumeration)
         lo = hi = w[root]
         inside = {root}
-        heap = [(share(x, d)[0], x) for x in order_nb[root]]
+        least, most = shares(d)
+        heap = [(least[x], x) for x in order_nb[root]]
         heapq.heapify(heap)
         queued = set(order_nb[root]) | inside
         while heap:
             vlo, v = heapq.heappop(heap)
             if lo + vlo > top:
                 break  # every other frontier group is at least as heavy
-            lo, hi = lo + vlo, hi + share(v, d)[1]
+            lo, hi = lo + vlo, hi + most[v]
             inside.add(v)
             if hits(lo, hi, d):
                 return inside, lo, hi
             for x in order_nb[v]:
                 if x not in queued:
                     queued.add(x)
-                    heapq.heappush(heap, (share(x, d)[0], x))
+                    heapq.heappush(heap, (least[x], x))
         return None
 
     def feasible(root: int, d: float) -> bool:
