@@ -303,21 +303,23 @@ def neighbourhood_bound(
     heavy = parts > 0
     unsure = 0
 
-    known: dict[float, tuple[list[float], list[float]]] = {}
+    def share(g: int, d: float) -> tuple[float, float]:
+        if not heavy[g]:
+            return w[g], w[g]
+        lo = max(0.0, w[g] - (parts[g] - 1) * (1 + d) * t_max)
+        return lo, min(w[g], (1 + d) * t_max)
+
+    last: list = [None, None]  # the imbalance of the last shares() and its lists
 
     def shares(d: float) -> tuple[list[float], list[float]]:
-        # every group's least and largest share in a territory at imbalance d (a light group
-        # whole; a heavy one what its other holders cannot carry, up to a territory's worth),
-        # once per d: the searches look them up millions of times
-        if d not in known:
+        # :func:`share` of every group at once, for the greedy growth that looks them up
+        # millions of times (the same arithmetic); the screening asks one d throughout, a
+        # bisection one per step, so only the last is kept
+        if last[0] != d:
             lo = np.where(heavy, np.maximum(0.0, w - (parts - 1) * (1 + d) * t_max), w)
             hi = np.where(heavy, np.minimum(w, (1 + d) * t_max), w)
-            known[d] = (lo.tolist(), hi.tolist())
-        return known[d]
-
-    def share(g: int, d: float) -> tuple[float, float]:
-        lo, hi = shares(d)
-        return lo[g], hi[g]
+            last[:] = [d, (lo.tolist(), hi.tolist())]
+        return last[1]
 
     targets_sorted = mu.tolist()
     single = targets_sorted[0] if len(targets_sorted) == 1 else None
