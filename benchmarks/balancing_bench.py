@@ -58,13 +58,9 @@ def run_universe(
 ) -> list[dict]:
     inst = make_instance(n_providers, n_reps, seed=seed, homes=False)
     rows = []
+    settings = BalanceSettings(seed=seed)
     started = time.perf_counter()
-    plan = balance(
-        inst.units,
-        inst.reps,
-        providers=inst.providers,
-        settings=BalanceSettings(seed=seed),
-    )
+    plan = balance(inst.units, inst.reps, providers=inst.providers, settings=settings)
     engine_s = time.perf_counter() - started
     units, adjacency = plan.units, plan.adjacency
     prov = plan.provider_assignments.join(
@@ -76,7 +72,7 @@ def run_universe(
             "regions": n_reps,
             **plan.metrics,
             "seconds": engine_s,
-            "within_tolerance": int((plan.territories["deviation"].abs() <= 0.05 + 1e-12).sum()),
+            "within_tolerance": int((plan.territories["deviation"].abs() <= settings.tolerance + 1e-12).sum()),
             "note": f"start {plan.metrics['start']}, {plan.metrics['atoms']} atoms",
         }
     )
